@@ -1,0 +1,82 @@
+# Face-pass gate firmware. `make demo` and `make test` do all set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+MODELS_VENV := .venv-models
+PEER_VENV := .venv-peer
+TESTDATA := build/testdata/face_recognition
+FACES94 ?= ../shared/datasets/faces94-female
+
+.PHONY: all venv models testdata demo test lint bench bench-peer eval clean distclean
+
+all: test
+
+venv: $(VENV)/.stamp
+
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# Models: verified with the standard library first, so a machine that has them never
+# builds the quantizer's venv.
+models:
+	@$(PYTHON) tools/build_models.py --check 2>/dev/null || $(MAKE) --no-print-directory models-build
+
+.PHONY: models-build
+models-build: $(MODELS_VENV)/.stamp
+	$(MODELS_VENV)/bin/python tools/build_models.py
+
+$(MODELS_VENV)/.stamp: tools/requirements-models.txt
+	$(PYTHON) -m venv $(MODELS_VENV)
+	$(MODELS_VENV)/bin/python -m pip install --quiet -r tools/requirements-models.txt
+	touch $@
+
+testdata: $(TESTDATA)/.stamp
+
+$(TESTDATA)/.stamp: tools/requirements-testdata.txt
+	rm -rf build/downloads/sdist $(TESTDATA)
+	mkdir -p build/downloads/sdist $(TESTDATA)
+	$(PYTHON) -m pip download --quiet --no-deps --no-binary :all: --require-hashes \
+	    -r tools/requirements-testdata.txt -d build/downloads/sdist
+	tar -xzf build/downloads/sdist/face_recognition-1.3.0.tar.gz -C $(TESTDATA) \
+	    --strip-components=3 face_recognition-1.3.0/tests/test_images
+	touch $@
+
+demo: venv models testdata
+	$(PY) -m gate.demo --photos $(TESTDATA)
+
+lint: venv
+	$(VENV)/bin/ruff check gate sync tools tests
+	$(VENV)/bin/mypy
+
+# pytest exits 5 when it collected nothing; that is a failure here, not a pass.
+test: venv models testdata lint
+	@$(PY) -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$rc
+
+bench: venv models testdata
+	$(VENV)/bin/gatectl bench --photos $(TESTDATA)
+
+eval: venv models
+	$(VENV)/bin/gatectl eval $(FACES94) --model int8
+	$(VENV)/bin/gatectl eval $(FACES94) --model float
+
+bench-peer: venv models testdata $(PEER_VENV)/.stamp
+	$(PY) tools/bench_peer.py --peer-python $(PEER_VENV)/bin/python \
+	    $(if $(wildcard $(FACES94)),$(FACES94),$(TESTDATA))
+
+$(PEER_VENV)/.stamp: tools/requirements-peer.txt
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet -r tools/requirements-peer.txt
+	$(PEER_VENV)/bin/python -m pip install --quiet --no-deps face_recognition==1.3.0
+	touch $@
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache
+
+distclean: clean
+	rm -rf $(VENV) $(MODELS_VENV) $(PEER_VENV) models

@@ -1,0 +1,184 @@
+"""The gate's one configuration, validated up front.
+
+A TOML file maps onto frozen dataclasses. Unknown keys are rejected, every value is
+type- and range-checked, and cross-field rules are checked without I/O; the first
+problem raises :class:`~gate.errors.ConfigError` naming the key path
+(``quality.max_yaw_deg: must be ≤ 90, got 200``). An invalid config leaves the gate
+closed. Secrets never live here: they come from systemd credentials.
+
+Field bounds are declared next to each field with :func:`option`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from gate.detect.quality import QualityLimits
+from gate.errors import ConfigError
+
+#: Where ``make models`` puts the model files in a source checkout.
+_CHECKOUT_MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def option(default: Any, *, lo: float | None = None, hi: float | None = None,
+           choices: tuple[Any, ...] | None = None, doc: str = "") -> Any:
+    """A config field with bounds (inclusive) or allowed values."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "choices": choices, "doc": doc})
+
+
+def _default_models_dir() -> str:
+    return os.environ.get("GATE_MODELS_DIR", str(_CHECKOUT_MODELS))
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """``[models]``: which files, which runtime, how many threads."""
+
+    dir: str = field(default_factory=_default_models_dir)
+    embedder: str = option("int8", choices=("int8", "float"),
+                           doc="int8 (dynamic-range quantized, default) or float")
+    runtime: str = option("auto", choices=("auto", "ai_edge_litert", "tflite_runtime"))
+    threads: int = option(2, lo=1, hi=16)
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """``[detect]``: face detection and alignment."""
+
+    min_score: float = option(0.5, lo=0.05, hi=0.99)
+    nms_iou: float = option(0.3, lo=0.05, hi=0.95)
+    antialias: bool = True
+    landmarks: bool = option(True, doc="refine alignment points with the face-mesh model")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """``[embed]``: embedding options."""
+
+    flip_average: bool = option(True, doc="embed the face and its mirror image, average")
+
+
+@dataclass(frozen=True)
+class QualityConfig(QualityLimits):
+    """``[quality]``: thresholds of the quality checks (see :class:`QualityLimits`)."""
+
+
+_QUALITY_BOUNDS: dict[str, tuple[float, float]] = {
+    "min_interocular_px": (4, 1000), "max_yaw_deg": (0, 90), "max_pitch_deg": (0, 90),
+    "max_roll_deg": (0, 180), "min_sharpness": (0, 1e6), "min_brightness": (0, 255),
+    "max_brightness": (0, 255), "max_clipped_fraction": (0, 1), "max_outside_fraction": (0, 1),
+    "min_eye_visibility": (0, 10), "min_presence": (0, 1), "sizeable_face_ratio": (0.05, 1),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration."""
+
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+
+    @property
+    def models_dir(self) -> Path:
+        """The models directory as a path."""
+        return Path(self.models.dir)
+
+
+def _type_name(tp: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
+def _check_value(path: str, value: Any, tp: Any, meta: Any) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = [a for a in get_args(tp) if a is not type(None)]
+        if value is None and len(options) < len(get_args(tp)):
+            return None
+        tp = options[0]
+    # bool is an int in Python; a config that says `threads = true` is a mistake.
+    ok = (isinstance(value, bool) if tp is bool else
+          isinstance(value, int) and not isinstance(value, bool) if tp is int else
+          isinstance(value, int | float) and not isinstance(value, bool) if tp is float else
+          isinstance(value, str) if tp is str else False)
+    if not ok:
+        raise ConfigError(path, f"must be {_type_name(tp)}, got {value!r}")
+    if tp is float:
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(path, f"must be a finite number, got {value!r}")
+    lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices")
+    if choices is not None and value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ConfigError(path, f"must be one of {allowed}, got {value!r}")
+    if lo is not None and value < lo:
+        raise ConfigError(path, f"must be ≥ {lo:g}, got {value!r}")
+    if hi is not None and value > hi:
+        raise ConfigError(path, f"must be ≤ {hi:g}, got {value!r}")
+    return value
+
+
+def _build(cls: type[Any], table: Any, path: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(path, f"must be a table, got {table!r}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else unknown[0]
+        raise ConfigError(where, f"unknown key (known: {', '.join(sorted(fields))})")
+    values = {}
+    for name, value in table.items():
+        key = f"{path}.{name}" if path else name
+        tp = hints[name]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            values[name] = _build(tp, value, key)
+        else:
+            meta = dict(fields[name].metadata)
+            if cls is QualityConfig and name in _QUALITY_BOUNDS:
+                meta["lo"], meta["hi"] = _QUALITY_BOUNDS[name]
+            values[name] = _check_value(key, value, tp, meta)
+    return cls(**values)
+
+
+def _cross_checks(cfg: Config) -> None:
+    q = cfg.quality
+    if q.min_brightness >= q.max_brightness:
+        raise ConfigError("quality.min_brightness", "must be below quality.max_brightness")
+
+
+def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
+    """Validate a parsed TOML document. Relative paths resolve against ``base_dir``."""
+    cfg: Config = _build(Config, data, "")
+    if base_dir is not None and not Path(cfg.models.dir).is_absolute():
+        models = dataclasses.replace(cfg.models, dir=str((base_dir / cfg.models.dir).resolve()))
+        cfg = dataclasses.replace(cfg, models=models)
+    _cross_checks(cfg)
+    return cfg
+
+
+def load(path: Path | None) -> Config:
+    """Load and validate a config file; ``None`` gives the defaults."""
+    if path is None:
+        return from_dict({})
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"{path}: cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError("", f"{path}: not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{path}: not valid TOML ({exc})") from None
+    return from_dict(data, base_dir=path.parent)

@@ -1,0 +1,1 @@
+"""Face detection, landmark refinement, quality checks and alignment."""

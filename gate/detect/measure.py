@@ -1,0 +1,135 @@
+"""Measuring a face for the quality checks (numbers in, no decisions here).
+
+Pose comes from the face mesh's 3-D points: yaw from the depth difference across the
+cheeks, pitch from forehead to chin, roll from the eye line. Sharpness, exposure and
+eye visibility are measured on the aligned 112×112 crop, where the face always has the
+same size and position, so one threshold fits every camera distance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from gate.detect.align import ARCFACE_112
+from gate.detect.face import LEFT_EAR, LEFT_EYE, NOSE_TIP, RIGHT_EAR, RIGHT_EYE, Detection
+from gate.detect.landmarks import Landmarks
+from gate.detect.quality import Measures
+from gate.types import Array
+
+# Face-mesh indices: cheek edges (right, left) and forehead top / chin bottom.
+_CHEEKS = (234, 454)
+_FOREHEAD_CHIN = (10, 152)
+# Inner face of the aligned crop (brows to chin, cheek to cheek): exposure and blur are
+# judged here, not on the background or hair around it.
+_INNER = (slice(34, 104), slice(26, 86))
+# Eye patch half-size in the aligned crop (the template's eyes are 35 px apart).
+_EYE_HALF_W, _EYE_HALF_H = 11, 7
+
+
+def count_sizeable(faces: Sequence[Detection], ratio: float) -> int:
+    """Faces at least ``ratio`` times as wide as the widest (people behind don't count)."""
+    if not faces:
+        return 0
+    widest = max(f.width for f in faces)
+    return sum(1 for f in faces if f.width >= ratio * widest)
+
+
+def pose_degrees(points: Array, five: Array) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees from 468 mesh points (x, y, z) and the five points."""
+    eye_vec = five[1] - five[0]
+    roll = math.degrees(math.atan2(float(eye_vec[1]), float(eye_vec[0])))
+    c, s = math.cos(math.radians(roll)), math.sin(math.radians(roll))
+    # Undo roll in the image plane so yaw and pitch are measured on level axes.
+    xy = points[:, :2] @ np.array([[c, -s], [s, c]])
+    z = points[:, 2]
+    r, left = _CHEEKS
+    yaw = math.degrees(math.atan2(float(z[left] - z[r]), float(xy[left, 0] - xy[r, 0])))
+    top, chin = _FOREHEAD_CHIN
+    pitch = math.degrees(math.atan2(float(z[chin] - z[top]), float(xy[chin, 1] - xy[top, 1])))
+    return yaw, pitch, roll
+
+
+def outside_fraction(points: Array, shape: tuple[int, ...]) -> float:
+    """Fraction of mesh points that fall outside the picture (a face cut by the edge)."""
+    h, w = shape[:2]
+    x, y = points[:, 0], points[:, 1]
+    outside = (x < 0) | (y < 0) | (x > w - 1) | (y > h - 1)
+    return float(outside.mean())
+
+
+def crop_measures(crop: Array, gray: Array) -> tuple[float, float, float, float, float]:
+    """(sharpness, brightness, dark fraction, bright fraction, eye visibility) of a crop.
+
+    ``gray`` is a preallocated 112×112 uint8 buffer the caller wipes. Sharpness is the
+    variance of the Laplacian of the inner face. Eye visibility is the contrast (5th to
+    95th percentile) inside the less contrasted of the two eye patches, relative to the inner
+    face's contrast: an open eye (sclera, iris, lashes) is one of the most contrasted
+    parts of a face, while a fringe of hair, a hand or dark glasses over it is flat.
+    """
+    cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY, dst=gray)
+    inner = gray[_INNER]
+    lap = cv2.Laplacian(inner, cv2.CV_32F, ksize=3)
+    sharpness = float(lap.var())
+    lap.fill(0)
+    brightness = float(inner.mean())
+    dark = float((inner <= 10).mean())
+    bright = float((inner >= 250).mean())
+    lo, hi = np.percentile(inner, (5, 95))
+    face_contrast = max(float(hi - lo), 1.0)
+    vis = []
+    for ex, ey in ARCFACE_112[:2]:
+        x, y = round(ex), round(ey)
+        patch = gray[y - _EYE_HALF_H:y + _EYE_HALF_H, x - _EYE_HALF_W:x + _EYE_HALF_W]
+        p_lo, p_hi = np.percentile(patch, (5, 95))
+        vis.append(float(p_hi - p_lo) / face_contrast)
+    return sharpness, brightness, dark, bright, min(vis)
+
+
+def measure(image: Array, sizeable: int, landmarks: Landmarks, *, five: Array,
+            crop: Array, gray: Array) -> Measures:
+    """All quality numbers for a face with face-mesh landmarks.
+
+    ``sizeable`` is how many faces of comparable size the frame holds (itself included).
+    """
+    yaw, pitch, roll = pose_degrees(landmarks.points, five)
+    sharpness, brightness, dark, bright, eyes = crop_measures(crop, gray)
+    return Measures(
+        faces_sizeable=sizeable,
+        presence=landmarks.presence,
+        interocular_px=float(np.linalg.norm(five[1] - five[0])),
+        yaw_deg=yaw, pitch_deg=pitch, roll_deg=roll,
+        outside_fraction=outside_fraction(landmarks.points, image.shape),
+        sharpness=sharpness, brightness=brightness,
+        dark_fraction=dark, bright_fraction=bright, eye_visibility=eyes,
+    )
+
+
+def measure_without_mesh(image: Array, sizeable: int, face: Detection, *,
+                         crop: Array, gray: Array) -> Measures:
+    """Quality numbers from BlazeFace alone (the fallback when landmarks are off).
+
+    Yaw is estimated from where the nose sits between the two ear tragions; pitch is
+    not observable from these keypoints and is reported as 0; the cut-off check uses
+    the detection box instead of the mesh.
+    """
+    kp = face.keypoints.astype(np.float64)
+    eye_vec = kp[LEFT_EYE] - kp[RIGHT_EYE]
+    roll = math.degrees(math.atan2(float(eye_vec[1]), float(eye_vec[0])))
+    ears = kp[LEFT_EAR, 0] - kp[RIGHT_EAR, 0]
+    rel = (kp[NOSE_TIP, 0] - (kp[LEFT_EAR, 0] + kp[RIGHT_EAR, 0]) / 2) / max(abs(ears) / 2, 1e-6)
+    yaw = math.degrees(math.asin(float(np.clip(rel, -1.0, 1.0))))
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = face.box
+    inside = max(0.0, min(x1, w) - max(x0, 0)) * max(0.0, min(y1, h) - max(y0, 0))
+    outside = 1.0 - inside / max(face.width * face.height, 1e-6)
+    sharpness, brightness, dark, bright, eyes = crop_measures(crop, gray)
+    return Measures(
+        faces_sizeable=sizeable, presence=1.0, interocular_px=face.interocular,
+        yaw_deg=yaw, pitch_deg=0.0, roll_deg=roll, outside_fraction=outside,
+        sharpness=sharpness, brightness=brightness,
+        dark_fraction=dark, bright_fraction=bright, eye_visibility=eyes,
+    )

@@ -1,0 +1,47 @@
+"""One exception tree for the whole firmware.
+
+Every error the gate raises on purpose derives from :class:`GateError` and also from
+the built-in exception it is closest to, so callers can catch either. Messages are a
+single line that says what is wrong and, where there is one, what fixes it: the
+technician reads them in ``gatectl`` and in ``systemctl status``. Messages never
+contain attendee ids, images or embeddings (promise P10).
+"""
+
+from __future__ import annotations
+
+
+class GateError(Exception):
+    """Base of every error raised by the gate firmware."""
+
+
+class ConfigError(GateError, ValueError):
+    """The configuration is invalid; ``path`` names the offending key."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}" if path else reason)
+
+
+class ModelError(GateError, RuntimeError):
+    """A model file is missing, corrupt or not the pinned one."""
+
+
+class ModelMissingError(ModelError, FileNotFoundError):
+    """A model file named in the manifest is not on disk."""
+
+
+class ModelHashError(ModelError):
+    """A model file's sha256 differs from the committed manifest."""
+
+
+class RuntimeBackendError(GateError, ImportError):
+    """No usable TFLite runtime (ai_edge_litert or tflite_runtime) is installed."""
+
+
+class ImageError(GateError, ValueError):
+    """An input image cannot be decoded or is not a usable picture."""
+
+
+class EvalError(GateError, ValueError):
+    """An evaluation dataset or pairs file is malformed."""

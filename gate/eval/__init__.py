@@ -1,0 +1,1 @@
+"""Evaluation of the face pipeline: datasets, metrics, reports."""

@@ -1,0 +1,1 @@
+"""Embedding model, template protection, encrypted cache and the 1:N matcher."""
