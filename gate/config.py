@@ -72,9 +72,9 @@ class QualityConfig(QualityLimits):
 
 _QUALITY_BOUNDS: dict[str, tuple[float, float]] = {
     "min_interocular_px": (4, 1000), "max_yaw_deg": (0, 90), "max_pitch_deg": (0, 90),
-    "max_roll_deg": (0, 180), "min_sharpness": (0, 1e6), "min_brightness": (0, 255),
+    "max_roll_deg": (0, 180), "min_sharpness": (0, 100), "min_brightness": (0, 255),
     "max_brightness": (0, 255), "max_clipped_fraction": (0, 1), "max_outside_fraction": (0, 1),
-    "min_eye_visibility": (0, 10), "min_presence": (0, 1), "sizeable_face_ratio": (0.05, 1),
+    "min_eye_visibility": (0, 1), "min_presence": (0, 1), "sizeable_face_ratio": (0.05, 1),
 }
 
 

@@ -18,7 +18,7 @@ from gate.detect.align import ARCFACE_112
 from gate.detect.face import LEFT_EAR, LEFT_EYE, NOSE_TIP, RIGHT_EAR, RIGHT_EYE, Detection
 from gate.detect.landmarks import Landmarks
 from gate.detect.quality import Measures
-from gate.types import Array
+from gate.types import Array, Image
 
 # Face-mesh indices: cheek edges (right, left) and forehead top / chin bottom.
 _CHEEKS = (234, 454)
@@ -26,8 +26,13 @@ _FOREHEAD_CHIN = (10, 152)
 # Inner face of the aligned crop (brows to chin, cheek to cheek): exposure and blur are
 # judged here, not on the background or hair around it.
 _INNER = (slice(34, 104), slice(26, 86))
-# Eye patch half-size in the aligned crop (the template's eyes are 35 px apart).
-_EYE_HALF_W, _EYE_HALF_H = 11, 7
+# Eye patch half-size in the aligned crop (the template's eyes are 35 px apart), the
+# cheeks under each eye as the skin reference, and tolerances of the eye-visibility test.
+_EYE_HALF_W, _EYE_HALF_H = 11, 6
+_CHEEK_R, _CHEEK_L = (slice(64, 80), slice(24, 40)), (slice(64, 80), slice(72, 88))
+_SKIN_FLOOR = np.array([6.0, 3.0, 3.0], np.float32)
+_SKIN_SIGMAS = 3.0
+_SCLERA_CHROMA = 13.0
 
 
 def count_sizeable(faces: Sequence[Detection], ratio: float) -> int:
@@ -61,32 +66,55 @@ def outside_fraction(points: Array, shape: tuple[int, ...]) -> float:
     return float(outside.mean())
 
 
-def crop_measures(crop: Array, gray: Array) -> tuple[float, float, float, float, float]:
+def crop_measures(crop: Image, gray: Image) -> tuple[float, float, float, float, float]:
     """(sharpness, brightness, dark fraction, bright fraction, eye visibility) of a crop.
 
-    ``gray`` is a preallocated 112×112 uint8 buffer the caller wipes. Sharpness is the
-    variance of the Laplacian of the inner face. Eye visibility is the contrast (5th to
-    95th percentile) inside the less contrasted of the two eye patches, relative to the inner
-    face's contrast: an open eye (sclera, iris, lashes) is one of the most contrasted
-    parts of a face, while a fringe of hair, a hand or dark glasses over it is flat.
+    ``gray`` is a preallocated 112×112 uint8 buffer the caller wipes.
+
+    Sharpness is the variance of the Laplacian of the inner face divided by the variance
+    of its intensities: dimensionless, so it does not change with exposure or skin tone,
+    only with how much fine detail survives (blur, focus, motion).
     """
     cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY, dst=gray)
-    inner = gray[_INNER]
+    inner = gray[_INNER].astype(np.float32)
     lap = cv2.Laplacian(inner, cv2.CV_32F, ksize=3)
-    sharpness = float(lap.var())
-    lap.fill(0)
+    sharpness = float(lap.var()) / max(float(inner.var()), 1.0)
     brightness = float(inner.mean())
     dark = float((inner <= 10).mean())
     bright = float((inner >= 250).mean())
-    lo, hi = np.percentile(inner, (5, 95))
-    face_contrast = max(float(hi - lo), 1.0)
-    vis = []
+    lap.fill(0)
+    inner.fill(0)
+    return sharpness, brightness, dark, bright, eye_visibility(crop)
+
+
+def eye_visibility(crop: Image) -> float:
+    """Share of the better eye's patch that looks like this face's skin or like sclera.
+
+    A visible eye is mostly eyelid skin, white sclera and a small iris. Hair hanging over
+    it, a hand or dark glasses replace that with something of another colour or a flat
+    dark area. The skin reference is the person's own cheeks, so the measure does not
+    depend on skin tone or exposure. The better of the two eyes counts: one covered eye
+    barely changes the embedding (measured), two do.
+
+    Known limit: an occluder of nearly the same colour as the skin is not seen; such a
+    face then tends to score lower and goes to the staffed lane, it is not let in.
+    """
+    lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
+    cheeks = np.concatenate([lab[_CHEEK_R].reshape(-1, 3), lab[_CHEEK_L].reshape(-1, 3)])
+    ref = np.median(cheeks, axis=0)
+    # Robust spread (MAD) plus a floor, so a very even complexion is not too strict.
+    spread = np.median(np.abs(cheeks - ref), axis=0) * 1.4826 + _SKIN_FLOOR
+    best = 0.0
     for ex, ey in ARCFACE_112[:2]:
         x, y = round(ex), round(ey)
-        patch = gray[y - _EYE_HALF_H:y + _EYE_HALF_H, x - _EYE_HALF_W:x + _EYE_HALF_W]
-        p_lo, p_hi = np.percentile(patch, (5, 95))
-        vis.append(float(p_hi - p_lo) / face_contrast)
-    return sharpness, brightness, dark, bright, min(vis)
+        patch = lab[y - _EYE_HALF_H:y + _EYE_HALF_H, x - _EYE_HALF_W:x + _EYE_HALF_W].reshape(-1, 3)
+        skin = (np.abs(patch - ref) / spread).max(axis=1) <= _SKIN_SIGMAS
+        sclera = ((patch[:, 0] >= ref[0]) & (np.abs(patch[:, 1] - 128) < _SCLERA_CHROMA)
+                  & (np.abs(patch[:, 2] - 128) < _SCLERA_CHROMA))
+        best = max(best, float((skin | sclera).mean()))
+        patch.fill(0)
+    lab.fill(0)
+    return best
 
 
 def measure(image: Array, sizeable: int, landmarks: Landmarks, *, five: Array,

@@ -63,21 +63,25 @@ class Issue:
 class QualityLimits:
     """Thresholds of the quality checks (config section ``[quality]``).
 
-    Defaults come from the geometry of the 112×112 template and from synthetic
-    degradations of the face_recognition test photos (see ``docs`` in the README),
-    never from the data the accuracy is reported on.
+    Defaults come from the geometry of the 112×112 template (a face with eyes closer
+    than 28 px would be magnified more than 1.25× into it) and from synthetic
+    degradations of the face_recognition test photos (``tools/calibrate_quality.py``):
+    each limit sits where the degraded face's embedding stops matching the clean one
+    (cosine < 0.8). They are never tuned on the data accuracy is reported on.
     """
 
     min_interocular_px: float = 28.0
     max_yaw_deg: float = 30.0
     max_pitch_deg: float = 30.0
     max_roll_deg: float = 30.0
-    min_sharpness: float = 40.0
-    min_brightness: float = 40.0
-    max_brightness: float = 215.0
-    max_clipped_fraction: float = 0.25
+    min_sharpness: float = 0.3
+    min_brightness: float = 20.0
+    max_brightness: float = 235.0
+    max_clipped_fraction: float = 0.6
     max_outside_fraction: float = 0.05
-    min_eye_visibility: float = 0.35
+    # Off by default: on faces94 the check (at 0.3) refused 7.4 % of clean faces with
+    # shadowed eye sockets or hair near the brows. See the README before enabling it.
+    min_eye_visibility: float = 0.0
     min_presence: float = 0.5
     sizeable_face_ratio: float = 0.6
 

@@ -289,62 +289,90 @@ def _ids(name: str, values: npt.ArrayLike, rows: int) -> npt.NDArray[np.generic]
     return arr
 
 
-def openset(gallery: npt.ArrayLike, gallery_ids: npt.ArrayLike, mated_probes: npt.ArrayLike,
-            mated_ids: npt.ArrayLike, nonmated_probes: npt.ArrayLike, *,
-            fpirs: Sequence[float], margin: float = 0.0) -> OpenSetResult:
-    """Open-set identification: rank-1 rate and FNIR at each FPIR target.
+def search(gallery: npt.ArrayLike, gallery_ids: npt.ArrayLike, probes: npt.ArrayLike
+           ) -> tuple[npt.NDArray[np.generic], FloatArray, FloatArray]:
+    """1:N search of every probe: (best identity, its score, best *other* identity's score).
 
     Rows are L2-normalised embeddings, so a score is a cosine similarity; an identity's
-    score is the best over its gallery rows. With ``margin > 0`` a probe returns a
-    candidate only when its best identity beats the best *other* identity by at least
-    ``margin``. A non-mated probe is a false positive when it returns a candidate scoring
-    >= T; a mated probe is a miss unless it returns its own identity scoring >= T. T is
-    the smallest threshold keeping realised FPIR <= target; a target is not resolvable
-    with fewer than ``ceil(1/target)`` non-mated probes.
+    score is the best over its gallery rows. With one identity the second score is -inf.
     """
     g = _embeddings("gallery", gallery)
     g_ids = _ids("gallery_ids", gallery_ids, g.shape[0])
-    mated = _embeddings("mated_probes", mated_probes, g.shape[1])
-    m_ids = _ids("mated_ids", mated_ids, mated.shape[0])
-    nonmated = _embeddings("nonmated_probes", nonmated_probes, g.shape[1])
-    targets = [_target("FPIR", t) for t in fpirs]
-    if not (math.isfinite(margin) and margin >= 0.0):
-        raise EvalError(f"margin must be a finite number >= 0, got {margin}")
+    p = _embeddings("probes", probes, g.shape[1])
     identities, row_identity = np.unique(g_ids, return_inverse=True)
-    if not np.all(np.isin(m_ids, identities)):
-        raise EvalError("some mated probes have ids that are not in the gallery")
-
     # Group gallery rows by identity so one reduceat gives every identity's best row.
     order = np.argsort(row_identity.reshape(-1), kind="stable")
     starts = np.searchsorted(row_identity.reshape(-1)[order], np.arange(identities.size))
     rows = g[order]
+    # Chunked so a large probe set never needs the whole probes×gallery matrix at once.
+    per_identity = np.concatenate([
+        np.maximum.reduceat(p[k:k + _PROBE_CHUNK] @ rows.T, starts, axis=1)
+        for k in range(0, p.shape[0], _PROBE_CHUNK)])
+    best_index = np.argmax(per_identity, axis=1)
+    best = per_identity[np.arange(p.shape[0]), best_index]
+    if identities.size > 1:
+        second = np.partition(per_identity, -2, axis=1)[:, -2]
+    else:
+        second = np.full(p.shape[0], -np.inf)
+    return identities[best_index], best.astype(np.float64), second.astype(np.float64)
 
-    def search(probes: FloatArray) -> tuple[IntArray, FloatArray]:
-        # Chunked so a large probe set never needs the whole probes×gallery matrix at once.
-        per_identity = np.concatenate([
-            np.maximum.reduceat(probes[k:k + _PROBE_CHUNK] @ rows.T, starts, axis=1)
-            for k in range(0, probes.shape[0], _PROBE_CHUNK)])
-        best_index = np.argmax(per_identity, axis=1)
-        best = per_identity[np.arange(probes.shape[0]), best_index]
-        if identities.size > 1:
-            second = np.partition(per_identity, -2, axis=1)[:, -2]
-        else:
-            second = np.full(probes.shape[0], -np.inf)
-        returned = np.where(best - second >= margin, best, -np.inf)
-        return best_index.astype(np.intp), returned
 
-    m_best, m_returned = search(mated)
-    _, n_returned = search(nonmated)
-    correct = identities[m_best] == m_ids
+def openset_points(mated_correct: npt.ArrayLike, mated_best: npt.ArrayLike,
+                   mated_second: npt.ArrayLike, nonmated_best: npt.ArrayLike,
+                   nonmated_second: npt.ArrayLike, *, fpirs: Sequence[float],
+                   margin: float = 0.0, gallery_size: int) -> OpenSetResult:
+    """FNIR at each FPIR target from search results (possibly pooled over galleries).
+
+    With ``margin > 0`` a probe returns a candidate only when its best identity beats
+    the best *other* identity by at least ``margin``. A non-mated probe is a false
+    positive when it returns a candidate scoring >= T; a mated probe is a miss unless it
+    returns its own identity scoring >= T. T is the smallest threshold keeping realised
+    FPIR <= target; a target is not resolvable with fewer than ``ceil(1/target)``
+    non-mated probes.
+    """
+    correct = np.asarray(mated_correct, dtype=np.bool_)
+    m_best, m_second = np.asarray(mated_best, np.float64), np.asarray(mated_second, np.float64)
+    n_best = np.asarray(nonmated_best, np.float64)
+    n_second = np.asarray(nonmated_second, np.float64)
+    if correct.size == 0 or n_best.size == 0:
+        raise EvalError("open-set evaluation needs mated and non-mated probes")
+    if not (correct.shape == m_best.shape == m_second.shape and n_best.shape == n_second.shape):
+        raise EvalError("open-set search results have mismatched shapes")
+    targets = [_target("FPIR", t) for t in fpirs]
+    if not (math.isfinite(margin) and margin >= 0.0):
+        raise EvalError(f"margin must be a finite number >= 0, got {margin}")
+    m_returned = np.where(m_best - m_second >= margin, m_best, -np.inf)
+    n_returned = np.where(n_best - n_second >= margin, n_best, -np.inf)
     points: list[FnirAtFpir] = []
     for target in targets:
-        if nonmated.shape[0] < _min_events(target):
+        if n_best.size < _min_events(target):
             points.append(FnirAtFpir(fpir=target, threshold=None, fnir=None, resolvable=False))
             continue
         threshold = _strict_threshold(n_returned, target)
         hits = correct & np.isfinite(m_returned) & (m_returned >= threshold)
         points.append(FnirAtFpir(fpir=target, threshold=threshold,
                                  fnir=float(1.0 - np.mean(hits)), resolvable=True))
-    return OpenSetResult(gallery_size=int(identities.size), mated=int(mated.shape[0]),
-                         nonmated=int(nonmated.shape[0]), rank1=float(np.mean(correct)),
+    return OpenSetResult(gallery_size=gallery_size, mated=int(correct.size),
+                         nonmated=int(n_best.size), rank1=float(np.mean(correct)),
                          margin=float(margin), points=tuple(points))
+
+
+def openset(gallery: npt.ArrayLike, gallery_ids: npt.ArrayLike, mated_probes: npt.ArrayLike,
+            mated_ids: npt.ArrayLike, nonmated_probes: npt.ArrayLike, *,
+            fpirs: Sequence[float], margin: float = 0.0) -> OpenSetResult:
+    """Open-set identification on one gallery: rank-1 rate and FNIR at each FPIR target.
+
+    See :func:`search` and :func:`openset_points`.
+    """
+    g = _embeddings("gallery", gallery)
+    g_ids = _ids("gallery_ids", gallery_ids, g.shape[0])
+    mated = _embeddings("mated_probes", mated_probes, g.shape[1])
+    m_ids = _ids("mated_ids", mated_ids, mated.shape[0])
+    nonmated = _embeddings("nonmated_probes", nonmated_probes, g.shape[1])
+    identities = np.unique(g_ids)
+    if not np.all(np.isin(m_ids, identities)):
+        raise EvalError("some mated probes have ids that are not in the gallery")
+    m_id, m_best, m_second = search(g, g_ids, mated)
+    _, n_best, n_second = search(g, g_ids, nonmated)
+    return openset_points(m_id == m_ids, m_best, m_second, n_best, n_second, fpirs=fpirs,
+                          margin=margin, gallery_size=int(identities.size))

@@ -1,0 +1,1 @@
+"""``gatectl``: the technician's command line."""

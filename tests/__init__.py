@@ -1,0 +1,1 @@
+"""Test suite: real models on real photos; see conftest.py."""

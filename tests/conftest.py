@@ -1,0 +1,73 @@
+"""Shared fixtures: real models and real photos, loaded once per session.
+
+Models and the face_recognition test photos are fetched by ``make models`` and
+``make testdata``, which ``make test`` runs first: if they are missing the tests fail
+loudly rather than skip, because CI is supposed to have them. Only the faces94 set in
+``../shared/datasets`` is optional (an outside clone does not have it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gate.config import Config, from_dict
+from gate.images import load_image
+from gate.pipeline import FacePipeline
+from gate.types import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+PHOTOS = ROOT / "build" / "testdata" / "face_recognition"
+FACES94 = ROOT.parent / "shared" / "datasets" / "faces94-female"
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The fetched model files; fails (not skips) when `make models` has not run."""
+    if not (MODELS / "mobilefacenet_int8.tflite").is_file():
+        pytest.fail(f"{MODELS} has no models: run `make models` (make test does)")
+    return MODELS
+
+
+@pytest.fixture(scope="session")
+def photos() -> Path:
+    """The face_recognition 1.3.0 test photos; fails when `make testdata` has not run."""
+    if not (PHOTOS / "obama.jpg").is_file():
+        pytest.fail(f"{PHOTOS} has no photos: run `make testdata` (make test does)")
+    return PHOTOS
+
+
+@pytest.fixture(scope="session")
+def faces94() -> Path:
+    """The faces94-female set, read in place; skips when ../shared/datasets is absent."""
+    if not FACES94.is_dir():
+        pytest.skip(f"{FACES94} absent (only the project's own machines have it)")
+    return FACES94
+
+
+@pytest.fixture(scope="session")
+def config(models_dir: Path) -> Config:
+    """Default config pointing at the fetched models."""
+    return from_dict({"models": {"dir": str(models_dir)}})
+
+
+@pytest.fixture(scope="session")
+def pipeline(config: Config) -> FacePipeline:
+    """The default pipeline (int8 embedder, face-mesh alignment, flip averaging)."""
+    return FacePipeline.from_config(config)
+
+
+@pytest.fixture(scope="session")
+def pipeline_float(config: Config) -> FacePipeline:
+    """The same pipeline with the float embedder."""
+    return FacePipeline.from_config(config, embedder="float")
+
+
+@pytest.fixture(scope="session")
+def photo(photos: Path):
+    """Loader for a test photo by file name (decoded fresh each call)."""
+    def load(name: str) -> Image:
+        return load_image(photos / name)
+    return load

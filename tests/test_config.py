@@ -1,0 +1,73 @@
+"""One validated config: every bad key or value gives its key path and a reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gate.config import Config, from_dict, load
+from gate.errors import ConfigError
+
+
+def test_defaults_are_valid():
+    cfg = from_dict({})
+    assert isinstance(cfg, Config)
+    assert cfg.models.embedder == "int8" and cfg.models.threads == 2
+    assert cfg.detect.landmarks and cfg.quality.min_interocular_px == 28.0
+
+
+def test_example_config_is_valid():
+    example = Path(__file__).resolve().parent.parent / "config" / "gate.example.toml"
+    cfg = load(example)
+    assert cfg.models.embedder in ("int8", "float")
+
+
+@pytest.mark.parametrize(("data", "path", "reason"), [
+    ({"modles": {}}, "modles", "unknown key"),
+    ({"models": {"thread": 2}}, "models.thread", "unknown key"),
+    ({"models": {"threads": "two"}}, "models.threads", "must be an integer"),
+    ({"models": {"threads": True}}, "models.threads", "must be an integer"),
+    ({"models": {"threads": 2.5}}, "models.threads", "must be an integer"),
+    ({"models": {"threads": 0}}, "models.threads", "must be ≥ 1"),
+    ({"models": {"threads": 1000}}, "models.threads", "must be ≤ 16"),
+    ({"models": {"embedder": "int4"}}, "models.embedder", "must be one of"),
+    ({"models": {"runtime": "onnx"}}, "models.runtime", "must be one of"),
+    ({"models": {"dir": 7}}, "models.dir", "must be a string"),
+    ({"models": "fast"}, "models", "must be a table"),
+    ({"detect": {"min_score": 2}}, "detect.min_score", "must be ≤ 0.99"),
+    ({"detect": {"landmarks": "yes"}}, "detect.landmarks", "must be true or false"),
+    ({"quality": {"max_yaw_deg": 200}}, "quality.max_yaw_deg", "must be ≤ 90"),
+    ({"quality": {"min_sharpness": float("nan")}}, "quality.min_sharpness", "finite"),
+    ({"quality": {"max_brightness": float("inf")}}, "quality.max_brightness", "finite"),
+    ({"quality": {"min_brightness": 200, "max_brightness": 100}}, "quality.min_brightness",
+     "below"),
+    ({"embed": {"flip_average": 1}}, "embed.flip_average", "must be true or false"),
+])
+def test_bad_values_name_their_key(data, path, reason):
+    with pytest.raises(ConfigError) as err:
+        from_dict(data)
+    assert err.value.path == path and reason in err.value.reason
+    assert "\n" not in str(err.value) and str(err.value).startswith(path)
+
+
+def test_file_errors_are_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[models\nthreads = 2\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(bad)
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load(binary)
+
+
+def test_relative_models_dir_resolves_against_the_config_file(tmp_path):
+    (tmp_path / "etc").mkdir()
+    f = tmp_path / "etc" / "gate.toml"
+    f.write_text('[models]\ndir = "../models"\nembedder = "float"\n')
+    cfg = load(f)
+    assert cfg.models_dir == (tmp_path / "models").resolve()
+    assert cfg.models.embedder == "float"
