@@ -61,9 +61,13 @@ test: venv models testdata lint
 bench: venv models testdata
 	$(VENV)/bin/gatectl bench --photos $(TESTDATA)
 
+# Accuracy on faces94 (read in place from ../shared/datasets): both embedders, the
+# BlazeFace-only fallback alignment, and open-set 1:N identification.
 eval: venv models
 	$(VENV)/bin/gatectl eval $(FACES94) --model int8
 	$(VENV)/bin/gatectl eval $(FACES94) --model float
+	$(VENV)/bin/gatectl eval $(FACES94) --model int8 --align blazeface
+	$(VENV)/bin/gatectl eval $(FACES94) --model int8 --openset --gallery-size 5 9 14
 
 bench-peer: venv models testdata $(PEER_VENV)/.stamp
 	$(PY) tools/bench_peer.py --peer-python $(PEER_VENV)/bin/python \

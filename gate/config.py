@@ -62,7 +62,8 @@ class DetectConfig:
 class EmbedConfig:
     """``[embed]``: embedding options."""
 
-    flip_average: bool = option(True, doc="embed the face and its mirror image, average")
+    # Off by default: it doubles the embedding time, and the gate already fuses frames.
+    flip_average: bool = option(False, doc="embed the face and its mirror image, average")
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ class FacePipeline:
         self.embedder = embedder
         self.aligner = Aligner()
         self.limits = limits
+        #: Measure eye visibility even when its check is off (calibration, diagnostics).
+        self.measure_eyes = limits.min_eye_visibility > 0
         self._gray = np.zeros((112, 112), np.uint8)
 
     @classmethod
@@ -102,10 +104,10 @@ class FacePipeline:
         t = _lap(res, "align", t)
         if landmarks is not None:
             res.measures = measure(image, sizeable, landmarks, five=points, crop=crop,
-                                   gray=self._gray)
+                                   gray=self._gray, eyes=self.measure_eyes)
         else:
             res.measures = measure_without_mesh(image, sizeable, face, crop=crop,
-                                                gray=self._gray)
+                                                gray=self._gray, eyes=self.measure_eyes)
         res.issues = assess(res.measures, self.limits)
         t = _lap(res, "quality", t)
         if res.issues and not embed_rejected:

@@ -55,7 +55,7 @@ def config(models_dir: Path) -> Config:
 
 @pytest.fixture(scope="session")
 def pipeline(config: Config) -> FacePipeline:
-    """The default pipeline (int8 embedder, face-mesh alignment, flip averaging)."""
+    """The default pipeline (int8 embedder, face-mesh alignment, no flip averaging)."""
     return FacePipeline.from_config(config)
 
 

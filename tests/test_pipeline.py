@@ -87,9 +87,9 @@ def test_wipe_leaves_no_pixel_or_embedding_in_any_buffer(photo, pipeline):
     the wipe sees the zeros too (buffers are reused, never reallocated)."""
     res = pipeline.process(photo("obama3.jpg"))
     kept = res.embedding
-    buffers = [pipeline.detector._canvas, pipeline.detector._tensor, pipeline.detector._small,
-               pipeline.aligner.crop, pipeline.embedder._tensor, pipeline.embedder.embedding,
-               pipeline._gray]
+    buffers = [pipeline.detector._canvas, pipeline.detector._tensor,
+               *pipeline.detector._pyramid.levels, pipeline.aligner.crop,
+               pipeline.embedder._tensor, pipeline.embedder.embedding, pipeline._gray]
     assert pipeline.mesh is not None
     buffers += [pipeline.mesh._crop, pipeline.mesh._tensor]
     assert all(b.any() for b in buffers)
@@ -108,3 +108,27 @@ def test_buffers_are_reused_between_frames(photo, pipeline):
     second = pipeline.process(photo("biden.jpg")).embedding
     assert first is second  # one buffer, overwritten: nothing accumulates in RAM
     pipeline.wipe()
+
+
+def test_flip_average_is_the_normalised_sum_of_face_and_mirror(models_dir, photo,
+                                                                pipeline_float):
+    from gate.inference import Model
+    from gate.match.embedder import Embedder
+    from gate.models import read_verified
+
+    pipeline_float.process(photo("obama3.jpg"))
+    crop = pipeline_float.aligner.crop.copy()
+    pipeline_float.wipe()
+    content = read_verified(models_dir, "embedder_float")[0]
+    raw = Model(content, name="f")
+
+    def net(x: np.ndarray) -> np.ndarray:
+        t = ((x.astype(np.float32) - 127.5) / 128.0)[None]
+        return raw.run(t)["embeddings"][0].astype(np.float64)
+
+    a, b = net(crop), net(np.ascontiguousarray(crop[:, ::-1]))
+    both = Embedder(Model(content, name="f"), flip_average=True)
+    assert both.model.input_shape[0] == 2
+    expected = (a + b) / np.linalg.norm(a + b)  # raw outputs summed, then normalised
+    np.testing.assert_allclose(both.embed(crop), expected, atol=1e-5)
+    assert float(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b)) < 0.999  # mirror differs

@@ -139,14 +139,29 @@ def test_two_people_abreast_are_refused_but_a_smaller_face_behind_is_not_counted
     pipeline.wipe()
 
 
-def test_dark_glasses_are_refused_when_the_eye_check_is_on(photo, pipeline):
-    strict = dataclasses.replace(pipeline.limits, min_eye_visibility=0.3)
+def test_dark_glasses_are_refused_when_the_eye_check_is_on(photo, config):
+    strict_cfg = dataclasses.replace(
+        config, quality=dataclasses.replace(config.quality, min_eye_visibility=0.3))
+    pipe = FacePipeline.from_config(strict_cfg)
+    assert pipe.measure_eyes
     image = photo("biden.jpg")
-    res = pipeline.process(image)
-    assert res.measures is not None and res.measures.eye_visibility > 0.3
-    eyes = pipeline.mesh.run(image, res.face).five()[:2] if pipeline.mesh else None
-    assert eyes is not None
+    res = pipe.process(image)
+    assert res.usable and res.measures is not None and res.measures.eye_visibility > 0.3
+    assert pipe.mesh is not None and res.face is not None
+    eyes = pipe.mesh.run(image, res.face).five()[:2]
     covered = degrade.occlude_eyes(image, eyes, "dark_glasses")
-    m = pipeline.process(covered).measures
-    assert m is not None and Reason.EYES_OCCLUDED in {i.reason for i in assess(m, strict)}
+    assert Reason.EYES_OCCLUDED in _reasons(pipe, covered)
+
+
+def test_eye_visibility_is_not_measured_when_the_check_is_off(photo, pipeline):
+    assert not pipeline.measure_eyes
+    m = pipeline.process(photo("biden.jpg")).measures
+    assert m is not None and m.eye_visibility != m.eye_visibility  # NaN: not measured
     pipeline.wipe()
+
+
+def test_an_unmeasured_eye_check_that_is_on_fails_closed():
+    strict = dataclasses.replace(LIMITS, min_eye_visibility=0.3)
+    unmeasured = dataclasses.replace(GOOD, eye_visibility=float("nan"))
+    assert reasons(unmeasured, strict) == {Reason.EYES_OCCLUDED}
+    assert assess(unmeasured, LIMITS) == []

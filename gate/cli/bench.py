@@ -71,13 +71,12 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         raise EvalError("--repeat and --threads must be at least 1")
     frames = _frames(args.photos, (w, h))
     decode_ms = _time_decode(args.photos)
-    rows = []
+    pipes = []
     for model in args.models:
         for threads in args.threads:
             c = dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, threads=threads))
-            pipe = FacePipeline.from_config(c, embedder=model)
-            rows.append(_bench_one(pipe, frames, args.repeat, model, threads))
-            pipe.wipe()
+            pipes.append((model, threads, FacePipeline.from_config(c, embedder=model)))
+    rows = _bench(pipes, frames, args.repeat)
     report = {"frames": len(frames), "frame_fit": f"{w}x{h}", "repeat": args.repeat,
               "decode_ms_p50": decode_ms, "rows": rows,
               "rss_mb": _rss_mb(),
@@ -96,28 +95,36 @@ def _time_decode(root: Path) -> float:
     return float(np.median(times))
 
 
-def _bench_one(pipe: FacePipeline, frames: list[Array], repeat: int, model: str,
-               threads: int) -> dict[str, Any]:
-    per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
-    totals: list[float] = []
-    for frame in frames:  # warm-up: first invocations allocate and pack weights
-        pipe.process(frame, embed_rejected=True)
+def _bench(pipes: list[tuple[str, int, FacePipeline]], frames: list[Array],
+           repeat: int) -> list[dict[str, Any]]:
+    """Time every configuration in turn on each frame (interleaved, so load on a shared
+    machine hits all of them alike and their ratios stay meaningful)."""
+    per_stage: list[dict[str, list[float]]] = [{s: [] for s in STAGES} for _ in pipes]
+    totals: list[list[float]] = [[] for _ in pipes]
+    for _, _, pipe in pipes:  # warm-up: first invocations allocate and pack weights
+        for frame in frames:
+            pipe.process(frame, embed_rejected=True)
+            pipe.wipe()
     for _ in range(repeat):
         for frame in frames:
-            t = time.perf_counter()
-            res = pipe.process(frame, embed_rejected=True)
-            totals.append((time.perf_counter() - t) * 1000)
-            for s, v in res.times_ms.items():
-                per_stage[s].append(v)
-            pipe.wipe()
-    stats = {s: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95))}
-             for s, v in per_stage.items() if v}
-    return {"model": model, "threads": threads, "runtime": pipe.embedder.model.backend,
-            "flip_average": pipe.embedder.flip_average,
-            "align": "mesh" if pipe.mesh is not None else "blazeface",
-            "stages": stats,
-            "total": {"p50": float(np.percentile(totals, 50)),
-                      "p95": float(np.percentile(totals, 95))}}
+            for k, (_, _, pipe) in enumerate(pipes):
+                t = time.perf_counter()
+                res = pipe.process(frame, embed_rejected=True)
+                totals[k].append((time.perf_counter() - t) * 1000)
+                for s, v in res.times_ms.items():
+                    per_stage[k][s].append(v)
+                pipe.wipe()
+    rows = []
+    for k, (model, threads, pipe) in enumerate(pipes):
+        stats = {s: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95))}
+                 for s, v in per_stage[k].items() if v}
+        rows.append({"model": model, "threads": threads, "runtime": pipe.embedder.model.backend,
+                     "flip_average": pipe.embedder.flip_average,
+                     "align": "mesh" if pipe.mesh is not None else "blazeface",
+                     "stages": stats,
+                     "total": {"p50": float(np.percentile(totals[k], 50)),
+                               "p95": float(np.percentile(totals[k], 95))}})
+    return rows
 
 
 def _format(r: dict[str, Any]) -> str:

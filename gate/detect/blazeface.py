@@ -14,6 +14,7 @@ import numpy as np
 
 from gate.detect.anchors import INPUT_SIZE, ssd_anchor_centres
 from gate.detect.face import Detection
+from gate.detect.warp import BoxPyramid, halvings
 from gate.inference import Model
 from gate.types import Array
 
@@ -99,7 +100,7 @@ class BlazeFaceDetector:
         self._anchors = ssd_anchor_centres()
         self._canvas = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
         self._tensor = np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), np.float32)
-        self._small = np.zeros((0, 0, 3), np.uint8)
+        self._pyramid = BoxPyramid()
 
     def _letterbox(self, image: Array) -> tuple[float, float, float]:
         """Fit ``image`` into the 128×128 input, centred, aspect kept, zero padded.
@@ -107,19 +108,18 @@ class BlazeFaceDetector:
         The geometry is MediaPipe's (image corners map to input corners, fractional
         padding, bilinear sampling), which is what the model was run with; with it the
         decoded faces equal MediaPipe's to float precision. With ``antialias`` large
-        frames are first shrunk with pixel averaging to twice the input size, so the
-        bilinear step never skips pixels; the geometry stays the same.
+        frames are first halved with 2×2 box averaging to at most twice the input size,
+        so the bilinear step never skips pixels; the geometry stays the same.
         """
         h, w = image.shape[:2]
         scale = INPUT_SIZE / max(h, w)
         px, py = (INPUT_SIZE - w * scale) / 2, (INPUT_SIZE - h * scale) / 2
-        src = image
-        if scale < 0.5 and self.antialias:
-            size = (max(1, round(h * 2 * scale)), max(1, round(w * 2 * scale)), 3)
-            if self._small.shape != size:  # camera frames keep one size: allocated once
-                self._small = np.zeros(size, np.uint8)
-            src = cv2.resize(image, size[1::-1], dst=self._small, interpolation=cv2.INTER_AREA)
-        m = np.array([[scale * w / src.shape[1], 0, px], [0, scale * h / src.shape[0], py]])
+        src, f = image, 1
+        if self.antialias:
+            # Box-average by powers of 2 until the bilinear warp shrinks by at most 2×.
+            src, f = self._pyramid.halve(image, halvings(scale))
+        # Corner-aligned map: source corner x lands on x * scale + pad (MediaPipe's).
+        m = np.array([[scale * f, 0, px], [0, scale * f, py]])
         cv2.warpAffine(src, m, (INPUT_SIZE, INPUT_SIZE), dst=self._canvas,
                        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                        borderValue=(0, 0, 0))
@@ -146,5 +146,5 @@ class BlazeFaceDetector:
         """Zero-fill the detector's image buffers and the interpreter's tensors."""
         self._canvas.fill(0)
         self._tensor.fill(0)
-        self._small.fill(0)
+        self._pyramid.wipe()
         self.model.wipe()

@@ -131,7 +131,8 @@ def assess(m: Measures, limits: QualityLimits) -> list[Issue]:
         fail(Reason.TOO_BRIGHT, f"mean {m.brightness:.0f}, {m.bright_fraction:.0%} clipped")
     if m.sharpness < limits.min_sharpness:
         fail(Reason.BLUR, f"sharpness {m.sharpness:.0f} < {limits.min_sharpness:.0f}")
-    if m.eye_visibility < limits.min_eye_visibility:
+    # NaN means "not measured" (the check is off); a measured value is compared.
+    if limits.min_eye_visibility > 0 and not m.eye_visibility >= limits.min_eye_visibility:
         fail(Reason.EYES_OCCLUDED,
              f"eye visibility {m.eye_visibility:.2f} < {limits.min_eye_visibility:.2f}")
     return issues

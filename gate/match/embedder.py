@@ -26,7 +26,7 @@ DEFAULT_THRESHOLD = 0.5
 class Embedder:
     """Computes embeddings into a preallocated buffer that :meth:`wipe` zero-fills."""
 
-    def __init__(self, model: Model, *, flip_average: bool = True) -> None:
+    def __init__(self, model: Model, *, flip_average: bool = False) -> None:
         self.model = model
         self.flip_average = flip_average
         batch = 2 if flip_average else 1
