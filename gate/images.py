@@ -71,6 +71,7 @@ def decode_image(data: bytes, *, name: str = "image", max_pixels: int = MAX_PIXE
     if min(h, w) < MIN_SIDE:
         raise ImageError(f"{name}: {w}×{h} pixels is too small to hold a face")
     rgb: Array = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    bgr.fill(0)  # the decoder's copy of the picture does not outlive this call
     return rgb
 
 

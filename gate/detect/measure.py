@@ -116,6 +116,7 @@ def eye_visibility(crop: Image) -> float:
         best = max(best, float((skin | sclera).mean()))
         patch.fill(0)
     lab.fill(0)
+    cheeks.fill(0)
     return best
 
 
