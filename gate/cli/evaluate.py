@@ -115,13 +115,8 @@ def format_report(r: dict[str, Any]) -> str:
             lines.append(f"  best-threshold accuracy {_pct(r['best_threshold_accuracy'])} at "
                          f"{r['best_threshold']:.3f} (optimistic: chosen on the same pairs)")
         lines.append(f"ROC AUC {r['auc']:.5f}")
-        for t in r["tar_at_far"]:
-            if t["resolvable"]:
-                lines.append(f"TAR at FAR {t['far']:g}: {_pct(t['tar'])} "
-                             f"(threshold {t['threshold']:.3f})")
-            else:
-                lines.append(f"TAR at FAR {t['far']:g}: not resolvable with "
-                             f"{t['impostors']} impostor pairs")
+        lines += [_operating_point(f"TAR at FAR {t['far']:g}", t["tar"], t["threshold"],
+                                   f"{t['impostors']} impostor pairs") for t in r["tar_at_far"]]
         if "genuine_min" in r:
             lines.append(f"lowest genuine score {r['genuine_min']:.3f}, highest impostor "
                          f"{r['impostor_max']:.3f}")
@@ -139,11 +134,15 @@ def _format_openset(r: dict[str, Any]) -> list[str]:
                 f"pooled, {rule}): rank-1 {_pct(res['rank1'])}; "
                 f"{res['mated_searches']} mated, {res['nonmated_searches']} non-mated searches")
         lines.append(head)
-        for p in res["fnir_at_fpir"]:
-            if p["resolvable"]:
-                lines.append(f"  FNIR at FPIR {p['fpir']:g}: {_pct(p['fnir'])} "
-                             f"(threshold {p['threshold']:.3f})")
-            else:
-                lines.append(f"  FNIR at FPIR {p['fpir']:g}: not resolvable with "
-                             f"{res['nonmated_searches']} non-mated searches")
+        lines += [_operating_point(f"  FNIR at FPIR {p['fpir']:g}", p["fnir"], p["threshold"],
+                                   f"{res['nonmated_searches']} non-mated searches")
+                  for p in res["fnir_at_fpir"]]
     return lines
+
+
+def _operating_point(label: str, rate: float | None, threshold: float | None,
+                     sample: str) -> str:
+    """One operating point, or why the sample is too small to show it."""
+    if rate is None or threshold is None:
+        return f"{label}: not resolvable with {sample}"
+    return f"{label}: {_pct(rate)} (threshold {threshold:.3f})"

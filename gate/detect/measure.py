@@ -49,12 +49,13 @@ def pose_degrees(points: Array, five: Array) -> tuple[float, float, float]:
     roll = math.degrees(math.atan2(float(eye_vec[1]), float(eye_vec[0])))
     c, s = math.cos(math.radians(roll)), math.sin(math.radians(roll))
     # Undo roll in the image plane so yaw and pitch are measured on level axes.
-    xy = points[:, :2] @ np.array([[c, -s], [s, c]])
-    z = points[:, 2]
     r, left = _CHEEKS
-    yaw = math.degrees(math.atan2(float(z[left] - z[r]), float(xy[left, 0] - xy[r, 0])))
     top, chin = _FOREHEAD_CHIN
-    pitch = math.degrees(math.atan2(float(z[chin] - z[top]), float(xy[chin, 1] - xy[top, 1])))
+    pts = points[[r, left, top, chin]]
+    xy = pts[:, :2] @ np.array([[c, -s], [s, c]])
+    z = pts[:, 2]
+    yaw = math.degrees(math.atan2(float(z[1] - z[0]), float(xy[1, 0] - xy[0, 0])))
+    pitch = math.degrees(math.atan2(float(z[3] - z[2]), float(xy[3, 1] - xy[2, 1])))
     return yaw, pitch, roll
 
 
