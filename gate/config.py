@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tomllib
 import types
 from dataclasses import dataclass, field
@@ -28,9 +29,58 @@ _CHECKOUT_MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
 def option(default: Any, *, lo: float | None = None, hi: float | None = None,
-           choices: tuple[Any, ...] | None = None, doc: str = "") -> Any:
-    """A config field with bounds (inclusive) or allowed values."""
-    return field(default=default, metadata={"lo": lo, "hi": hi, "choices": choices, "doc": doc})
+           choices: tuple[Any, ...] | None = None, pattern: str | None = None,
+           doc: str = "") -> Any:
+    """A config field with bounds (inclusive), allowed values or a full-match pattern."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "choices": choices,
+                                            "pattern": pattern, "doc": doc})
+
+
+#: Names that end up in topics, file headers and logs: short and plain.
+NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+
+
+def _default_state_dir() -> str:
+    # systemd's StateDirectory= sets $STATE_DIRECTORY; a checkout keeps state in build/.
+    return os.environ.get("STATE_DIRECTORY",
+                          str(_CHECKOUT_MODELS.parent / "build" / "state"))
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """``[gate]``: which gate this is, at which venue and event."""
+
+    id: str = option("gate-1", pattern=NAME)
+    venue: str = option("demo-venue", pattern=NAME)
+    event: str = option("demo-event", pattern=NAME)
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """``[cache]``: where the encrypted template cache lives and where its keys come from.
+
+    Keys are read from systemd credentials (``cache-key``, ``template-key``) first; the
+    key files named here are the fallback and must be mode 0600, owned by the gate.
+    """
+
+    dir: str = field(default_factory=_default_state_dir)
+    key_file: str = ""
+    template_key_file: str = ""
+    allow_ephemeral_keys: bool = option(False, doc="demo/dev only: random keys in RAM")
+    max_valid_days: int = option(400, lo=1, hi=3650)
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    """``[match]``: the 1:N decision."""
+
+    target_fpir: float = option(0.001, lo=1e-6, hi=0.5,
+                                doc="false-positive identification rate aimed at")
+    threshold: float = option(0.0, lo=0.0, hi=1.0,
+                              doc="fixed cosine threshold; 0 = from the calibration table")
+    margin: float = option(0.05, lo=0.0, hi=1.0)
+    coarse_min: int = option(20_000, lo=1_000, hi=10_000_000)
+    threads: int = option(1, lo=1, hi=16)
 
 
 def _default_models_dir() -> str:
@@ -83,10 +133,13 @@ _QUALITY_BOUNDS: dict[str, tuple[float, float]] = {
 class Config:
     """The whole configuration."""
 
+    gate: GateConfig = field(default_factory=GateConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    match: MatchConfig = field(default_factory=MatchConfig)
 
     @property
     def models_dir(self) -> Path:
@@ -118,6 +171,9 @@ def _check_value(path: str, value: Any, tp: Any, meta: Any) -> Any:
         if not math.isfinite(value):
             raise ConfigError(path, f"must be a finite number, got {value!r}")
     lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices")
+    pattern = meta.get("pattern")
+    if pattern is not None and not re.fullmatch(pattern, value):
+        raise ConfigError(path, f"must match {pattern}, got {value!r}")
     if choices is not None and value not in choices:
         allowed = ", ".join(repr(c) for c in choices)
         raise ConfigError(path, f"must be one of {allowed}, got {value!r}")
@@ -160,9 +216,14 @@ def _cross_checks(cfg: Config) -> None:
 def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
     """Validate a parsed TOML document. Relative paths resolve against ``base_dir``."""
     cfg: Config = _build(Config, data, "")
-    if base_dir is not None and not Path(cfg.models.dir).is_absolute():
-        models = dataclasses.replace(cfg.models, dir=str((base_dir / cfg.models.dir).resolve()))
-        cfg = dataclasses.replace(cfg, models=models)
+    if base_dir is not None:
+        def resolve(p: str) -> str:
+            return p if not p or Path(p).is_absolute() else str((base_dir / p).resolve())
+        cfg = dataclasses.replace(
+            cfg, models=dataclasses.replace(cfg.models, dir=resolve(cfg.models.dir)),
+            cache=dataclasses.replace(cfg.cache, dir=resolve(cfg.cache.dir),
+                                      key_file=resolve(cfg.cache.key_file),
+                                      template_key_file=resolve(cfg.cache.template_key_file)))
     _cross_checks(cfg)
     return cfg
 

@@ -45,3 +45,18 @@ class ImageError(GateError, ValueError):
 
 class EvalError(GateError, ValueError):
     """An evaluation dataset or pairs file is malformed."""
+
+
+class TemplateError(GateError, ValueError):
+    """A template, attendee id or lifecycle value is invalid; nothing was changed."""
+
+
+class CacheError(GateError, RuntimeError):
+    """The encrypted template cache is missing, tampered, truncated or of another key.
+
+    The gate fails closed on it: nobody is matched until a verified cache arrives.
+    """
+
+
+class KeyMaterialError(GateError, PermissionError):
+    """A key is missing, malformed or stored with unsafe permissions or ownership."""

@@ -158,3 +158,27 @@ def test_demo_runs_on_the_photos(photos, cfg_file, capsys):
     assert demo(["--photos", str(photos), "--config", str(cfg_file)]) == 0
     out = capsys.readouterr().out
     assert "✓ usable" in out and "cut_off" in out and "cosine similarity" in out
+
+
+def test_bench_store_small(capsys):
+    assert main(["bench", "--store", "--sizes", "500", "2000", "--json"]) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    assert [r["templates"] for r in report["search"]] == [500, 2000]
+    assert report["load"]["templates"] == 2000 and report["load"]["seconds"] > 0
+    assert report["changes"]["revoke_per_s"] > 0
+
+
+def test_bench_without_photos_or_store(capsys):
+    assert main(["bench"]) == EXIT_DATA
+    assert "--photos" in _one_line_error(capsys)
+
+
+def test_bench_store_bad_sizes(capsys):
+    assert main(["bench", "--store", "--sizes", "5"]) == EXIT_DATA
+    assert "--sizes" in _one_line_error(capsys)
+
+
+def test_threshold_table_needs_many_people(cfg_file, people, capsys):
+    assert main(["--config", str(cfg_file), "eval", str(people), "--threshold-table"]) \
+        == EXIT_DATA
+    assert "150 different people" in _one_line_error(capsys)

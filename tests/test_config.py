@@ -43,6 +43,15 @@ def test_example_config_is_valid():
     ({"quality": {"min_brightness": 200, "max_brightness": 100}}, "quality.min_brightness",
      "below"),
     ({"embed": {"flip_average": 1}}, "embed.flip_average", "must be true or false"),
+    ({"gate": {"id": "lane 3!"}}, "gate.id", "must match"),
+    ({"gate": {"venue": ""}}, "gate.venue", "must match"),
+    ({"gate": {"event": "x" * 65}}, "gate.event", "must match"),
+    ({"match": {"target_fpir": 0}}, "match.target_fpir", "must be ≥"),
+    ({"match": {"margin": -0.1}}, "match.margin", "must be ≥ 0"),
+    ({"match": {"threshold": 1.5}}, "match.threshold", "must be ≤ 1"),
+    ({"cache": {"max_valid_days": 0}}, "cache.max_valid_days", "must be ≥ 1"),
+    ({"cache": {"allow_ephemeral_keys": "yes"}}, "cache.allow_ephemeral_keys", "true or false"),
+    ({"cache": {"key": "abc"}}, "cache.key", "unknown key"),
 ])
 def test_bad_values_name_their_key(data, path, reason):
     with pytest.raises(ConfigError) as err:
@@ -67,7 +76,11 @@ def test_file_errors_are_one_line(tmp_path):
 def test_relative_models_dir_resolves_against_the_config_file(tmp_path):
     (tmp_path / "etc").mkdir()
     f = tmp_path / "etc" / "gate.toml"
-    f.write_text('[models]\ndir = "../models"\nembedder = "float"\n')
+    f.write_text('[models]\ndir = "../models"\nembedder = "float"\n'
+                 '[cache]\ndir = "state"\nkey_file = "keys/cache.key"\n')
     cfg = load(f)
     assert cfg.models_dir == (tmp_path / "models").resolve()
     assert cfg.models.embedder == "float"
+    assert cfg.cache.dir == str((tmp_path / "etc" / "state").resolve())
+    assert cfg.cache.key_file == str((tmp_path / "etc" / "keys" / "cache.key").resolve())
+    assert cfg.cache.template_key_file == ""  # unset stays unset

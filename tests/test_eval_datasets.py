@@ -29,9 +29,16 @@ def test_load_folder_sorts_and_filters(tmp_path: Path) -> None:
     dataset = load_folder(tmp_path)
     assert dataset.images == (
         tmp_path / "alice/x.jpeg", tmp_path / "alice/y.WebP", tmp_path / "alice/z.pgm",
-        tmp_path / "bob/a.PNG", tmp_path / "bob/b.jpg",
+        tmp_path / "bob/a.PNG", tmp_path / "bob/b.jpg", tmp_path / "stray.jpg",
     )
-    assert dataset.labels == ("alice", "alice", "alice", "bob", "bob")
+    # An image directly in the root is a person of its own.
+    assert dataset.labels == ("alice", "alice", "alice", "bob", "bob", "./stray.jpg")
+
+
+def test_load_folder_of_single_portraits(tmp_path: Path) -> None:
+    _touch(tmp_path, "Ana Souza.jpg", "Bruno.jpg", "Carla.png")
+    dataset = load_folder(tmp_path)
+    assert len(dataset.images) == 3 and len(set(dataset.labels)) == 3
 
 
 def test_load_folder_accepts_every_listed_extension(tmp_path: Path) -> None:

@@ -28,8 +28,13 @@ from gate.types import Array
 def add_parser(sub: Any) -> None:
     """Register the subcommand."""
     p = sub.add_parser("bench", help="per-stage latency and memory", description=__doc__)
-    p.add_argument("--photos", type=Path, required=True,
+    p.add_argument("--photos", type=Path,
                    help="folder of face photos (searched recursively)")
+    p.add_argument("--store", action="store_true",
+                   help="benchmark the template store instead (1:N search, cache load, "
+                        "upsert/revoke), on one core")
+    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000],
+                   help="with --store: gallery sizes in templates")
     p.add_argument("--frame", default="1280x720", help="camera frame size WxH to fit into")
     p.add_argument("--repeat", type=int, default=20, help="timed runs per photo")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -63,6 +68,10 @@ def _rss_mb() -> float:
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Time every stage; print p50/p95 and memory."""
+    if args.store:
+        return run_store(args)
+    if args.photos is None:
+        raise EvalError("--photos DIR is required (or --store)")
     try:
         w, h = (int(v) for v in args.frame.lower().split("x"))
     except ValueError:
@@ -141,4 +150,55 @@ def _format(r: dict[str, Any]) -> str:
     lines.append(f"runtime {r['rows'][0]['runtime'] if r['rows'] else '?'}; flip averaging "
                  f"{'on (2 faces per embed)' if flip else 'off'}; RSS {r['rss_mb']:.0f} MB "
                  f"(peak {r['max_rss_mb']:.0f} MB)")
+    return "\n".join(lines)
+
+
+def run_store(args: argparse.Namespace) -> int:
+    """Template-store benchmark in child processes pinned to one BLAS thread."""
+    import os
+    import secrets
+    import subprocess
+    import sys
+    import tempfile
+
+    if any(n < 100 or n > 2_000_000 for n in args.sizes):
+        raise EvalError("--sizes must be between 100 and 2,000,000 templates")
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1", "GATE_BENCH_KEYS": secrets.token_bytes(64).hex()}
+    report: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for phase in ("search", "load"):
+            cmd = [sys.executable, "-m", "gate.match.bench", phase, str(Path(tmp) / "cache"),
+                   "--sizes", *map(str, args.sizes)]
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                raise EvalError(f"store benchmark ({phase}) failed: {last}")
+            report.update(json.loads(done.stdout))
+    print(json.dumps(report, indent=2) if args.json else _format_store(report))
+    return 0
+
+
+def _format_store(r: dict[str, Any]) -> str:
+    lines = ["1:N search, one core (half mated probes, half strangers), ms per probe:",
+             f"{'templates':>10}{'attendees':>10}{'mated p50/p95':>17}{'strangers p50/p95':>20}"
+             f"{'index':>8}{'rescans':>9}"]
+    for row in r["search"]:
+        m, s = row["mated"], row["strangers"]
+        lines.append(f"{row['templates']:>10}{row['attendees']:>10}"
+                     f"{m['p50']:>9.2f} / {m['p95']:<5.2f}{s['p50']:>12.2f} / {s['p95']:<5.2f}"
+                     f"{'int8' if row['indexed'] else 'exact':>8}{row['fallbacks']:>9}")
+        if "exact_float32" in row:
+            e = row["exact_float32"]
+            lines.append(f"{'':>20}exact float32 only: mated {e['mated_p50']:.2f} / "
+                         f"{e['mated_p95']:.2f}")
+    load, ch = r["load"], r["changes"]
+    lines.append(f"load + decrypt + verify {load['templates']} templates "
+                 f"({load['file_mb']:.0f} MB): {load['seconds']:.2f} s; RSS "
+                 f"{load['rss_mb']:.0f} MB loaded (process before load {load['rss_before_mb']:.0f}"
+                 f" MB, peak {r['max_rss_mb']:.0f} MB)")
+    lines.append(f"changes at {load['templates']} templates: upsert {ch['upsert_per_s']:.0f}/s, "
+                 f"revoke {ch['revoke_per_s']:.0f}/s one at a time (journal + fsync each); "
+                 f"batches of {ch['batch']}: upsert {ch['upsert_batch_per_s']:.0f}/s, revoke "
+                 f"{ch['revoke_batch_per_s']:.0f}/s")
     return "\n".join(lines)

@@ -33,6 +33,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--quality-gate", action=argparse.BooleanOptionalAction, default=True,
                    help="leave out faces that fail a quality check (default on)")
     p.add_argument("--openset", action="store_true", help="open-set 1:N identification")
+    p.add_argument("--threshold-table", action="store_true",
+                   help="calibrate the match threshold from this set's impostor pairs")
     p.add_argument("--gallery-size", type=int, nargs="+", metavar="N",
                    help="enrolled people per gallery (default: half the people)")
     p.add_argument("--margin", type=float, default=0.05,
@@ -75,7 +77,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         folder = load_folder(args.dir)
         emb = runner.embed_all(pipeline, folder.images, progress=progress,
                                quality_gate=args.quality_gate)
-        if args.openset:
+        if args.threshold_table:
+            report = runner.calibrate(emb, folder.labels, model=model, source=str(args.dir))
+        elif args.openset:
             people = len(set(folder.labels))
             sizes = args.gallery_size or [max(2, people // 2)]
             report = runner.openset_folder(emb, folder.labels, gallery_sizes=sizes,
@@ -104,6 +108,8 @@ def format_report(r: dict[str, Any]) -> str:
                  f"({_pct(r['unusable_rate'])}): {reasons}")
     if r["mode"] == "openset":
         lines += _format_openset(r)
+    elif r["mode"] == "calibration":
+        lines += _format_calibration(r)
     else:
         pairs = r["pairs"]
         extra = (f"; {pairs['with_unusable_image']} with an unusable image scored as non-matches"
@@ -137,6 +143,21 @@ def _format_openset(r: dict[str, Any]) -> list[str]:
         lines += [_operating_point(f"  FNIR at FPIR {p['fpir']:g}", p["fnir"], p["threshold"],
                                    f"{res['nonmated_searches']} non-mated searches")
                   for p in res["fnir_at_fpir"]]
+    return lines
+
+
+def _format_calibration(r: dict[str, Any]) -> list[str]:
+    c = r["calibration"]
+    lines = [f"{c['pairs']} impostor pairs; tail above {c['tail_start']:.4f} (top "
+             f"{100 * c['tail_rate']:.2f} %) extrapolated as exponential, scale "
+             f"{c['tail_scale']:.5f}",
+             f"{'target FPIR':>12}{'enrolled':>10}{'FMR':>10}{'threshold':>11}"]
+    for row in r["table"]:
+        note = "" if row["measured"] else "  (extrapolated)"
+        lines.append(f"{row['fpir']:>12g}{row['enrolled']:>10}{row['fmr']:>10.1e}"
+                     f"{row['threshold']:>11.4f}{note}")
+    lines.append("paste into gate/match/threshold.py CALIBRATIONS:")
+    lines.append(f"    {r['model']!r}: Calibration(**{json.dumps(c)}),")
     return lines
 
 

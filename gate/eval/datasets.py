@@ -46,7 +46,8 @@ def load_folder(root: Path) -> FolderDataset:
 
     Images are recognised by extension (case-insensitive); hidden files and folders are
     skipped, and so are sub-folders of a person's folder. A person folder without images
-    does not count as a person.
+    does not count as a person. Images directly in ``root`` are each a person of their
+    own, named by the file (a set of single portraits: impostor pairs only).
     """
     if not root.is_dir():
         state = "is not a directory" if root.exists() else "does not exist"
@@ -63,6 +64,12 @@ def load_folder(root: Path) -> FolderDataset:
             people += 1
             images.extend(files)
             labels.extend(person.name for _ in files)
+    for single in sorted((f for f in root.iterdir()
+                          if _visible(f) and f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()),
+                         key=lambda f: f.name):
+        people += 1
+        images.append(single)
+        labels.append(f"./{single.name}")
     if not images:
         raise EvalError(f"dataset root {root} has no images in <person>/<image> folders")
     if people < 2:

@@ -286,3 +286,25 @@ def stage_summary(emb: Embedded) -> dict[str, float]:
     """Median milliseconds per pipeline stage over the images that reached it."""
     return {s: float(np.median(v)) for s, v in emb.stage_ms.items() if v}
 
+
+
+def calibrate(emb: Embedded, labels: Sequence[str], *, model: str,
+              source: str) -> dict[str, Any]:
+    """Fit the impostor-tail calibration behind the match threshold table."""
+    from gate.match.threshold import Calibration
+
+    keep = np.flatnonzero(emb.usable)
+    kept = [labels[k] for k in keep]
+    if len(set(kept)) < 150:
+        raise EvalError(f"calibration needs ≥ 150 different people, got {len(set(kept))}")
+    vecs = emb.embeddings[emb.row[keep]]
+    i, j, same = all_pairs(kept)
+    scores = np.einsum("ij,ij->i", vecs[i[~same]], vecs[j[~same]]).astype(np.float64)
+    vecs.fill(0)
+    cal = Calibration.fit(scores, source=source, model=model)
+    scores.fill(0)
+    c = {"source": cal.source, "model": cal.model, "pairs": cal.pairs,
+         "points": [list(p) for p in cal.points], "tail_start": cal.tail_start,
+         "tail_rate": cal.tail_rate, "tail_scale": cal.tail_scale}
+    return {"mode": "calibration", "people": len(set(labels)),
+            **_rate_block(emb, len(labels)), "calibration": c, "table": cal.table()}
