@@ -181,3 +181,16 @@ def test_when_the_bound_cannot_settle_it_falls_back_to_brute_force(twin_gallerie
         b = decide(exact.search(p, threshold=0.5, margin=0.05), threshold=0.5, margin=0.05)
         assert (a.outcome, a.attendee, a.best) == (b.outcome, b.attendee, b.best)
     assert coarse.fallbacks - before == 20
+
+
+def test_revocation_rebuilds_the_index_instead_of_leaving_an_int8_copy():
+    ids, counts, vectors = _population(3000)
+    g = Gallery(coarse_min=1000)
+    g.replace_all(ids, counts, vectors)
+    g.reindex()
+    first = g._coarse
+    g.remove("p5")  # a replaced template may linger until the index goes stale...
+    assert not g.reindex() and g._coarse is first
+    g.remove("p6", erase=True)  # ...a revoked one may not
+    assert g.reindex() and g._coarse is not first
+    assert g._coarse is not None and g._coarse.n == g._top

@@ -61,7 +61,12 @@ class _Coarse:
         return out, bound
 
     def wipe(self) -> None:
-        """Forget the int8 copy (the interpreter holds it)."""
+        """Zero the index's input and output tensors before it is dropped.
+
+        Its int8 rows live in the runtime's (packed) weight buffers, which it offers no
+        way to overwrite: they are freed with the interpreter, not zeroed. They are
+        protected templates, useless without the event key.
+        """
         self.model.wipe()
 
 
@@ -83,6 +88,7 @@ class Gallery:
         self._scores = np.zeros(64, np.float32)
         self._coarse: _Coarse | None = None
         self._dirty: set[int] = set()
+        self._erase_pending = False
         #: Searches the coarse bound could not settle (exhaustive rescans); for the bench.
         self.fallbacks = 0
 
@@ -122,12 +128,19 @@ class Gallery:
         self._slots[number] = slots
         self._dirty.update(slots)
 
-    def remove(self, attendee: str) -> bool:
-        """Drop an attendee's rows (zeroed at once). False if it was not enrolled."""
+    def remove(self, attendee: str, *, erase: bool = False) -> bool:
+        """Drop an attendee's rows (zeroed at once). False if it was not enrolled.
+
+        With ``erase`` (revocation, expiry) the coarse index, which holds an int8 copy of
+        the rows, is rebuilt at the next :meth:`reindex` instead of lingering until it
+        goes stale.
+        """
         number = self._number.pop(attendee, None)
         if number is None:
             return False
         slots = self._slots.pop(number)
+        if erase and self._coarse is not None and min(slots) < self._coarse.n:
+            self._erase_pending = True
         self._rows[slots] = 0.0
         self._owner[slots] = -1
         self._free.extend(slots)
@@ -158,7 +171,8 @@ class Gallery:
                 self._coarse.wipe()
             self._coarse = None
             return False
-        if self._coarse is not None and len(self._dirty) <= max(512, self.templates // 50):
+        if self._coarse is not None and not self._erase_pending and \
+                len(self._dirty) <= max(512, self.templates // 50):
             return False
         try:
             coarse = _Coarse(self._rows[:self._top], self.threads)
@@ -168,6 +182,7 @@ class Gallery:
             self._coarse.wipe()
         self._coarse = coarse
         self._dirty.clear()
+        self._erase_pending = False
         return True
 
     def search(self, probe: Array, *, threshold: float, margin: float) -> Candidates:
@@ -262,6 +277,7 @@ class Gallery:
         self._spare_numbers.clear()
         self._slots.clear()
         self._dirty.clear()
+        self._erase_pending = False
 
     def attendees(self) -> list[str]:
         """Enrolled attendee ids (pseudonyms)."""

@@ -251,13 +251,13 @@ class TemplateStore:
             for t in change.records:
                 attendee = bytes(t["id"]).decode()
                 self._meta.pop(attendee, None)
-                self._gallery.remove(attendee)
+                self._gallery.remove(attendee, erase=True)
                 self._tombs[attendee] = (int(t["seq"]), int(t["valid_until"]))
         else:
             for raw in change.records:
                 attendee = bytes(raw).decode()
                 self._meta.pop(attendee, None)
-                self._gallery.remove(attendee)
+                self._gallery.remove(attendee, erase=True)
             for raw in change.extra:
                 self._tombs.pop(bytes(raw).decode(), None)
 
