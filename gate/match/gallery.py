@@ -31,6 +31,8 @@ DIM = 192
 MAX_TEMPLATES = 3
 #: Rows taken from the coarse pass for exact scoring.
 COARSE_K = 32
+#: Rows quantized at a time when building the coarse index.
+_BLOCK = 8192
 #: Safety added to the coarse error bound for float rounding in the runtime.
 _BOUND_SLACK = 1e-4
 
@@ -42,14 +44,23 @@ class _Coarse:
         from gate.inference.fc_model import build_int8_fc
 
         self.n = rows.shape[0]
-        peak = np.abs(rows).max(axis=1)
-        scales = (np.maximum(peak, 1e-12) / 127.0).astype(np.float32)
-        q = np.clip(np.rint(rows / scales[:, None]), -127, 127).astype(np.int8)
-        residual = rows - q.astype(np.float32) * scales[:, None]
-        self.row_error = float(np.sqrt((residual * residual).sum(axis=1)).max())
+        q = np.empty(rows.shape, np.int8)
+        scales = np.empty(self.n, np.float32)
+        self.row_error = 0.0
+        # In blocks, so quantizing 100k rows never needs full-size float temporaries.
+        for start in range(0, self.n, _BLOCK):
+            block = rows[start:start + _BLOCK]
+            s = np.maximum(np.abs(block).max(axis=1), 1e-12) / 127.0
+            qb = np.clip(np.rint(block / s[:, None]), -127, 127)
+            residual = block - qb * s[:, None]
+            self.row_error = max(self.row_error,
+                                 float(np.sqrt((residual * residual).sum(axis=1)).max()))
+            q[start:start + _BLOCK] = qb
+            scales[start:start + _BLOCK] = s
+            qb.fill(0)
+            residual.fill(0)
         self.model = Model(build_int8_fc(q, scales), name="gallery index", threads=threads)
         q.fill(0)
-        residual.fill(0)
 
     def scores(self, probe: Array) -> tuple[Array, float]:
         """Coarse scores of every row, and the bound on their error for this probe."""
