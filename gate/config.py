@@ -38,6 +38,8 @@ def option(default: Any, *, lo: float | None = None, hi: float | None = None,
 
 #: Names that end up in topics, file headers and logs: short and plain.
 NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+#: A pinned Ed25519 public key: ``kid=`` then base64 of its 32 bytes.
+KEY_PIN = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}=[A-Za-z0-9+/]{43}="
 
 
 def _default_state_dir() -> str:
@@ -68,6 +70,32 @@ class CacheConfig:
     template_key_file: str = ""
     allow_ephemeral_keys: bool = option(False, doc="demo/dev only: random keys in RAM")
     max_valid_days: int = option(400, lo=1, hi=3650)
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    """``[sync]``: the MQTT link to central (mutual TLS).
+
+    The TLS client key, the gate's signing key and its sealing key come from systemd
+    credentials (``mqtt-key.pem``, ``sign-key``, ``seal-key``); the ``*_file`` keys are the
+    fallback. ``central_keys`` pins central's Ed25519 signing keys as ``"kid=base64"``.
+    """
+
+    enabled: bool = False
+    host: str = option("localhost", pattern=r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
+    port: int = option(8883, lo=1, hi=65535)
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    sign_key_file: str = ""
+    seal_key_file: str = ""
+    central_keys: tuple[str, ...] = option((), pattern=KEY_PIN)
+    #: Other gates of the venue (``"gate-id=base64"``): their entry events are verified
+    #: with these keys for anti-passback; events of unlisted gates are refused.
+    peer_keys: tuple[str, ...] = option((), pattern=KEY_PIN)
+    keepalive_s: int = option(30, lo=5, hi=3600)
+    session_expiry_s: int = option(7 * 86400, lo=60, hi=30 * 86400)
+    status_interval_s: int = option(30, lo=5, hi=3600)
 
 
 @dataclass(frozen=True)
@@ -140,6 +168,7 @@ class Config:
     quality: QualityConfig = field(default_factory=QualityConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     match: MatchConfig = field(default_factory=MatchConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
 
     @property
     def models_dir(self) -> Path:
@@ -154,6 +183,12 @@ def _type_name(tp: Any) -> str:
 
 def _check_value(path: str, value: Any, tp: Any, meta: Any) -> Any:
     origin = get_origin(tp)
+    if origin is tuple:  # tuple[str, ...]: a TOML array of strings
+        if not isinstance(value, list):
+            raise ConfigError(path, f"must be a list of strings, got {value!r}")
+        item_meta = {"pattern": meta.get("pattern")}
+        return tuple(_check_value(f"{path}[{k}]", v, str, item_meta)
+                     for k, v in enumerate(value))
     if origin in (Union, types.UnionType):
         options = [a for a in get_args(tp) if a is not type(None)]
         if value is None and len(options) < len(get_args(tp)):
@@ -211,6 +246,11 @@ def _cross_checks(cfg: Config) -> None:
     q = cfg.quality
     if q.min_brightness >= q.max_brightness:
         raise ConfigError("quality.min_brightness", "must be below quality.max_brightness")
+    if cfg.sync.enabled:
+        if not cfg.sync.central_keys:
+            raise ConfigError("sync.central_keys", "at least one central key must be pinned")
+        if not cfg.sync.ca_file or not cfg.sync.cert_file:
+            raise ConfigError("sync.ca_file", "TLS needs ca_file and cert_file")
 
 
 def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
@@ -223,7 +263,12 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
             cfg, models=dataclasses.replace(cfg.models, dir=resolve(cfg.models.dir)),
             cache=dataclasses.replace(cfg.cache, dir=resolve(cfg.cache.dir),
                                       key_file=resolve(cfg.cache.key_file),
-                                      template_key_file=resolve(cfg.cache.template_key_file)))
+                                      template_key_file=resolve(cfg.cache.template_key_file)),
+            sync=dataclasses.replace(cfg.sync, ca_file=resolve(cfg.sync.ca_file),
+                                     cert_file=resolve(cfg.sync.cert_file),
+                                     key_file=resolve(cfg.sync.key_file),
+                                     sign_key_file=resolve(cfg.sync.sign_key_file),
+                                     seal_key_file=resolve(cfg.sync.seal_key_file)))
     _cross_checks(cfg)
     return cfg
 

@@ -60,3 +60,11 @@ class CacheError(GateError, RuntimeError):
 
 class KeyMaterialError(GateError, PermissionError):
     """A key is missing, malformed or stored with unsafe permissions or ownership."""
+
+
+class ProtocolError(GateError, ValueError):
+    """An MQTT message is malformed, unsigned, stale or not meant for this gate.
+
+    The message is dropped (logged in one line without its content, counted in status);
+    the cache and the outbox are not touched.
+    """

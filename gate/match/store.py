@@ -23,13 +23,16 @@ Logs carry counts and versions, never attendee ids above DEBUG, keys or template
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -46,6 +49,17 @@ from gate.match.threshold import ThresholdPolicy
 from gate.types import Array
 
 log = logging.getLogger(__name__)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _locked(method: _F) -> _F:
+    """Run a store method under the store's lock."""
+    @functools.wraps(method)
+    def wrapper(self: TemplateStore, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return cast(_F, wrapper)
 
 #: Opaque pseudonyms: printable, log-safe, at most 64 bytes.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
@@ -130,6 +144,10 @@ class TemplateStore:
         self._version = 0
         self._invalid: str | None = None
         self._probe = np.zeros(DIM, np.float32)
+        # The sync client applies changes from its network thread while the gate loop
+        # matches: a revocation holds this until it is applied, so no decision after it
+        # can see the revoked attendee.
+        self._lock = threading.RLock()
 
     @classmethod
     def from_config(cls, cfg: Config, *, clock: Callable[[], float] = time.time,
@@ -164,6 +182,7 @@ class TemplateStore:
         """False when the cache failed verification (everyone goes to the staffed lane)."""
         return self._invalid is None
 
+    @_locked
     def status(self) -> Status:
         """Counts and health, for ``gatectl`` and the status topic."""
         ends = [v for _, v in self._meta.values()]
@@ -177,6 +196,7 @@ class TemplateStore:
 
     # --- loading and saving ------------------------------------------------------------
 
+    @_locked
     def load(self) -> Status:
         """Open the cache (snapshot, then journal). A bad cache makes the store invalid."""
         remove_stale_temps(self.directory)
@@ -338,6 +358,7 @@ class TemplateStore:
 
     # --- changes -----------------------------------------------------------------------
 
+    @_locked
     def upsert(self, batch: Sequence[Enrolment]) -> tuple[int, int]:
         """Add or replace attendees; returns (applied, stale). All or nothing on error.
 
@@ -378,6 +399,7 @@ class TemplateStore:
         """Revoke one attendee; see :meth:`revoke_many`."""
         return self.revoke_many([(attendee, seq, valid_until)])[0]
 
+    @_locked
     def revoke_many(self, items: Iterable[tuple[str, int, int | None]]) -> list[Revocation]:
         """Revoke attendees (id, seq, tombstone end or None for the record's own end).
 
@@ -406,6 +428,7 @@ class TemplateStore:
         return [Revocation(a, s, at, self._version, applied.get(a, (-1, 0))[0] == s)
                 for a, s, _ in todo]
 
+    @_locked
     def replace(self, batch: Sequence[Enrolment],
                 tombstones: Sequence[tuple[str, int, int]] = ()) -> Status:
         """Install a verified full snapshot: everything else is dropped. All or nothing.
@@ -413,16 +436,11 @@ class TemplateStore:
         This is also how an invalid store recovers: the broken file is replaced only
         here, after the new contents validated.
         """
-        now = self.clock()
         ids = [e.attendee for e in batch]
         if len(set(ids)) != len(ids):
             raise TemplateError("the same attendee appears twice in one snapshot")
+        now = self.clock()
         checked = [self._check(e, now) for e in batch]
-        tombs: dict[str, tuple[int, int]] = {}
-        for attendee, seq, end in tombstones:
-            self._check_id_seq(attendee, seq)
-            _check_valid_until(end, now, self.max_valid_s)
-            tombs[attendee] = (seq, end)
         records = np.zeros(len(batch), cachefile.RECORD)
         if batch:
             records["id"] = [e.attendee.encode() for e in batch]
@@ -430,23 +448,57 @@ class TemplateStore:
             records["valid_until"] = [e.valid_until for e in batch]
             records["count"] = [v.shape[0] for v in checked]
         vectors = np.concatenate(checked) if checked else np.zeros((0, DIM), np.float32)
+        tombs = np.zeros(len(tombstones), cachefile.TOMBSTONE)
+        for k, (attendee, seq, end) in enumerate(tombstones):
+            self._check_id_seq(attendee, seq)
+            _check_valid_until(end, now, self.max_valid_s)
+            tombs[k] = (attendee.encode(), seq, end)
         try:
-            self._install(records, vectors, _tomb_array(tombs))
+            return self.replace_arrays(records, vectors, tombs)
         finally:
             vectors.fill(0)
             for v in checked:
                 v.fill(0)
-        self._invalid = None
-        if not (self.directory / CACHE_FILE).exists() or self._dek is None:
-            self._dek = self._datakey.create()
-        self._version += 1
-        self._gallery.reindex()
-        self.threshold = self.policy.for_size(self._gallery.templates)
-        self._save()
+
+    def replace_arrays(self, records: Array, vectors: Array, tombstones: Array) -> Status:
+        """:meth:`replace` for a snapshot already in the cache's array layout (fast path for
+        100k templates: checks are vectorised). All or nothing; the caller wipes ``vectors``.
+        """
+        now = self.clock()
+        with self._lock:
+            ids = [bytes(r).decode("ascii", "replace") for r in records["id"]]
+            if len(set(ids)) != len(ids):
+                raise TemplateError("the same attendee appears twice in one snapshot")
+            for attendee in ids + [bytes(t).decode("ascii", "replace")
+                                   for t in tombstones["id"]]:
+                if not ID_PATTERN.fullmatch(attendee):
+                    raise TemplateError("attendee id must be 1-64 characters of "
+                                        "A-Z a-z 0-9 . _ : -")
+            counts = records["count"].astype(np.int64)
+            if counts.size and (counts.min() < 1 or counts.max() > MAX_TEMPLATES):
+                raise TemplateError(f"each attendee needs 1-{MAX_TEMPLATES} templates")
+            if vectors.shape != (int(counts.sum()), DIM) or not np.all(np.isfinite(vectors)):
+                raise TemplateError("templates must be finite vectors of 192 values")
+            if vectors.size and np.any(np.abs(np.linalg.norm(vectors, axis=1) - 1) > 1e-3):
+                raise TemplateError("templates must be unit-length protected embeddings")
+            for ends in (records["valid_until"], tombstones["valid_until"]):
+                if ends.size and (ends.min() <= now or ends.max() > now + self.max_valid_s):
+                    raise TemplateError("valid_until outside (now, now + max_valid_days]")
+            if np.any(records["seq"] > MAX_SEQ) or np.any(tombstones["seq"] > MAX_SEQ):
+                raise TemplateError(f"seq must be an integer 0..{MAX_SEQ}")
+            self._install(records, vectors, tombstones)
+            self._invalid = None
+            if not (self.directory / CACHE_FILE).exists() or self._dek is None:
+                self._dek = self._datakey.create()
+            self._version += 1
+            self._gallery.reindex()
+            self.threshold = self.policy.for_size(self._gallery.templates)
+            self._save()
         log.info("cache: snapshot installed, version %d, %d attendees", self._version,
                  len(self._meta))
         return self.status()
 
+    @_locked
     def purge_expired(self) -> int:
         """Drop templates and tombstones past ``valid_until``; returns how many attendees."""
         now = self.clock()
@@ -467,6 +519,7 @@ class TemplateStore:
 
     # --- matching ----------------------------------------------------------------------
 
+    @_locked
     def identify(self, embedding: Array) -> Decision:
         """1:N decision for a raw probe embedding (protected here, then wiped)."""
         if self._invalid is not None:
@@ -482,6 +535,7 @@ class TemplateStore:
         finally:
             self._probe.fill(0)
 
+    @_locked
     def wipe(self) -> None:
         """Crypto-erase: destroy the data key and the cache, zero the RAM copy."""
         self._datakey.destroy()

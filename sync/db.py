@@ -1,0 +1,145 @@
+"""The gate's durable sync state in SQLite (WAL, ``synchronous=FULL``).
+
+* ``outbox``: entry events and receipts, written *before* they are published and deleted
+  only when the broker acknowledges them (PUBACK). A crash, ``kill -9`` or a broker
+  outage of hours loses nothing; after one, the same event may be published twice, which
+  central removes by its unique id.
+* ``seqs``: the last sequence number accepted on each central stream (replay defence).
+* ``entries``: recent entries at this venue's gates, for anti-passback.
+* ``central_keys``: central's signing keys, as pinned in config or rotated since.
+
+All methods are thread-safe: MQTT callbacks and the gate loop share one connection.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id TEXT PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL, created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS seqs (stream TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    event_id TEXT PRIMARY KEY, attendee TEXT NOT NULL, gate TEXT NOT NULL,
+    at_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS entries_by_attendee ON entries (attendee, at_ms);
+CREATE TABLE IF NOT EXISTS central_keys (kid TEXT PRIMARY KEY, public_key TEXT NOT NULL);
+"""
+
+
+def uuid7(now_ms: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562): millisecond time then randomness; unique and time-ordered."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = (ms & ((1 << 48) - 1)) << 80 | int.from_bytes(secrets.token_bytes(10), "big")
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC variant
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+class SyncDB:
+    """One SQLite file under the state directory."""
+
+    def __init__(self, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.close(fd)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    # outbox
+    def enqueue(self, message_id: str, topic: str, payload: bytes) -> None:
+        """Make a message durable before it is published."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO outbox VALUES (?, ?, ?, ?)",
+                       (message_id, topic, payload, int(time.time() * 1000)))
+
+    def pending(self, limit: int = 1000) -> list[tuple[str, str, bytes]]:
+        """Oldest unacknowledged messages."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, topic, payload FROM outbox ORDER BY rowid "
+                                    "LIMIT ?", (limit,)).fetchall()
+        return [(str(i), str(t), bytes(p)) for i, t, p in rows]
+
+    def ack(self, message_id: str) -> None:
+        """The broker has it (PUBACK): forget it."""
+        with self._tx() as db:
+            db.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+
+    def depth(self) -> int:
+        """Messages waiting for the broker."""
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    # sequence numbers
+    def last_seq(self, stream: str) -> int:
+        """Last accepted seq on a stream (-1 if none)."""
+        with self._lock:
+            row = self._db.execute("SELECT seq FROM seqs WHERE stream = ?",
+                                   (stream,)).fetchone()
+        return int(row[0]) if row else -1
+
+    def set_seq(self, stream: str, seq: int) -> None:
+        """Record an accepted seq (after the message's effect is durable)."""
+        with self._tx() as db:
+            db.execute("INSERT INTO seqs VALUES (?, ?) ON CONFLICT(stream) DO UPDATE SET "
+                       "seq = excluded.seq", (stream, seq))
+
+    # anti-passback
+    def record_entry(self, event_id: str, attendee: str, gate: str, at_ms: int) -> None:
+        """An entry seen at this venue (own or another gate's)."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO entries VALUES (?, ?, ?, ?)",
+                       (event_id, attendee, gate, at_ms))
+
+    def entries_since(self, attendee: str, since_ms: int) -> list[tuple[str, int]]:
+        """(gate, at_ms) of an attendee's entries at or after ``since_ms``."""
+        with self._lock:
+            rows = self._db.execute("SELECT gate, at_ms FROM entries WHERE attendee = ? AND "
+                                    "at_ms >= ? ORDER BY at_ms", (attendee, since_ms)).fetchall()
+        return [(str(g), int(t)) for g, t in rows]
+
+    def forget_entries_before(self, before_ms: int) -> int:
+        """Drop old entries (they outlive no event); returns how many."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM entries WHERE at_ms < ?", (before_ms,)).rowcount
+
+    # central's keys
+    def central_keys(self) -> dict[str, str]:
+        """kid → base64 public key."""
+        with self._lock:
+            rows = self._db.execute("SELECT kid, public_key FROM central_keys").fetchall()
+        return {str(k): str(v) for k, v in rows}
+
+    def replace_central_keys(self, keys: dict[str, str]) -> None:
+        """Pin exactly these keys (after a signed rotation)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM central_keys")
+            db.executemany("INSERT INTO central_keys VALUES (?, ?)", list(keys.items()))

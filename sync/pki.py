@@ -1,0 +1,313 @@
+"""Keys and certificates for one venue: a private CA, the broker, central and every gate.
+
+``init_venue`` writes everything a test venue needs into one directory (layout in its
+docstring); ``instructions`` says which file goes where. Nothing here talks to a network
+or to systemd: the output is plain files, private ones 0600 in 0700 directories.
+
+Trust model. The broker accepts only TLS clients holding a certificate of the venue's CA
+and takes the certificate's CN as the MQTT username (``use_identity_as_username``), so
+the ACL file is keyed by gate id and nobody can claim another gate's topics with a
+password. Signing (Ed25519) and sealing (X25519) keys are separate from the TLS keys: TLS
+protects the link to the broker, the application keys protect messages end to end.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ipaddress
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from gate.errors import GateError
+from gate.match.protect import event_key
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+RESERVED = frozenset({"admin", "central"})
+_SKEW = dt.timedelta(minutes=5)  # not-before in the past: a gate's clock may lag a little
+_RAW = (serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+        serialization.NoEncryption())
+
+
+class VenueExistsError(GateError, FileExistsError):
+    """The output directory already holds files; nothing was written."""
+
+
+class VenueNameError(GateError, ValueError):
+    """A venue, event or gate name is malformed, duplicated or reserved."""
+
+
+def _check_name(kind: str, name: str) -> None:
+    # The names become MQTT topic levels, ACL lines and certificate CNs: no wildcards,
+    # slashes, spaces or newlines can reach any of them.
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise VenueNameError(f"{kind} name {name!r} must match {NAME_RE.pattern}")
+
+
+def _write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), mode)  # the umask must not loosen (or tighten) the mode
+        f.write(data)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _pem_cert(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _cert(cn: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None,
+          issuer_key: ec.EllipticCurvePrivateKey, days: int, *,
+          eku: x509.ObjectIdentifier | None = None,
+          san: Sequence[x509.GeneralName] = ()) -> x509.Certificate:
+    """A certificate for ``key``; self-signed CA when ``issuer`` is None."""
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    is_ca = issuer is None
+    pub = key.public_key()
+    b = (x509.CertificateBuilder()
+         .subject_name(name)
+         .issuer_name(name if issuer is None else issuer.subject)
+         .public_key(pub)
+         .serial_number(x509.random_serial_number())
+         .not_valid_before(now - _SKEW)
+         .not_valid_after(now + dt.timedelta(days=days))
+         .add_extension(x509.BasicConstraints(ca=is_ca, path_length=0 if is_ca else None),
+                        critical=True)
+         .add_extension(x509.KeyUsage(
+             digital_signature=not is_ca, content_commitment=False, key_encipherment=False,
+             data_encipherment=False, key_agreement=False, key_cert_sign=is_ca,
+             crl_sign=is_ca, encipher_only=False, decipher_only=False), critical=True)
+         .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False))
+    if issuer is not None:
+        b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            issuer_key.public_key()), critical=False)
+    if eku is not None:
+        b = b.add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+    if san:
+        b = b.add_extension(x509.SubjectAlternativeName(list(san)), critical=False)
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+def _host_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def _bind_address(host: str) -> str:
+    # A test venue listens on loopback only; a named broker host is bound explicitly so a
+    # venue broker is never exposed on interfaces nobody asked for.
+    return "127.0.0.1" if host in ("localhost", "127.0.0.1") else host
+
+
+def _conf_text(venue_dir: Path, port: int, host: str, user: str | None) -> str:
+    d = venue_dir.resolve()
+    lines = [
+        "# Written by sync.pki: mutual-TLS broker for one venue (Mosquitto 2).",
+        "per_listener_settings false",
+        "allow_anonymous false",
+        f"acl_file {d / 'broker' / 'acl'}",
+        "persistence true",
+        # Mosquitto appends the file name to this string: the trailing slash matters.
+        f"persistence_location {d / 'broker' / 'data'}/",
+        # Room for a full gallery push queued for an offline gate (one message each).
+        "max_queued_messages 200000",
+        "max_inflight_messages 100",
+        "message_size_limit 8388608",
+        "log_type error",
+        "log_type warning",
+        "log_dest stderr",
+    ]
+    if user is not None:
+        lines.append(f"user {user}")
+    lines += [
+        "",
+        f"listener {port} {_bind_address(host)}",
+        f"cafile {d / 'ca' / 'ca.crt'}",
+        f"certfile {d / 'broker' / 'broker.crt'}",
+        f"keyfile {d / 'broker' / 'broker.key'}",
+        "require_certificate true",
+        "use_identity_as_username true",
+        "tls_version tlsv1.2",  # the minimum since Mosquitto 2.0; 1.3 is negotiated too
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _acl_text(venue: str, gates: Sequence[str]) -> str:
+    base = f"gate/v1/{venue}"
+    lines = ["# Written by sync.pki. Users are certificate CNs (use_identity_as_username).",
+             "user admin", "topic read #", "",
+             "user central", f"topic readwrite {base}/#"]
+    for g in gates:
+        lines += ["", f"user {g}"]
+        lines += [f"topic read {base}/{g}/{t}" for t in ("templates", "revocations", "commands")]
+        lines += [f"topic write {base}/{g}/{t}" for t in ("events", "receipts", "status")]
+        lines.append(f"topic read {base}/+/events")
+    return "\n".join(lines) + "\n"
+
+
+def write_broker_config(venue_dir: Path, port: int, *, user: str | None = None) -> Path:
+    """Rewrite ``venue_dir/broker/mosquitto.conf`` to listen on ``port``; return its path.
+
+    ``user`` adds Mosquitto's ``user`` option: tests running as root pass ``"root"``, as
+    Mosquitto would otherwise drop to the ``mosquitto`` user, which cannot read 0600 keys.
+    """
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is not in 1..65535")
+    venue_dir = Path(venue_dir)
+    host = json.loads((venue_dir / "venue.json").read_text())["broker"]["host"]
+    path = venue_dir / "broker" / "mosquitto.conf"
+    tmp = path.with_name(f".mosquitto.conf.{secrets.token_hex(4)}")
+    _write(tmp, _conf_text(venue_dir, port, host, user).encode(), 0o644)
+    os.replace(tmp, path)
+    return path
+
+
+def init_venue(out: Path, *, venue: str, event: str, gates: Sequence[str],
+               host: str = "localhost", port: int = 8883, days: int = 30) -> dict[str, Any]:
+    """Create a venue's CA, certificates, keys and broker config in the new directory ``out``.
+
+    Returns the paths written: ``venue_json``, ``ca_cert``, ``broker_conf``, ``acl``,
+    ``central``, ``admin`` (directories) and ``gates`` (gate id -> directory).
+    """
+    _check_name("venue", venue)
+    _check_name("event", event)
+    gates = list(gates)
+    if not gates:
+        raise VenueNameError("at least one gate is needed")
+    for g in gates:
+        _check_name("gate", g)
+        if g in RESERVED:
+            raise VenueNameError(f"gate name {g!r} is reserved (admin and central are)")
+    if len(set(gates)) != len(gates):
+        raise VenueNameError("gate names must be unique")
+    if not 0 < port < 65536 or days < 1 or not host or any(c.isspace() for c in host):
+        raise ValueError("port must be 1..65535, days at least 1 and host one word")
+    out = Path(out).absolute()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise VenueExistsError(f"{out} exists and is not empty: choose a new directory")
+
+    # Built in a private sibling and renamed into place: a failure halfway leaves no
+    # half-provisioned venue behind, and the paths written into configs are final.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _build(tmp, out, venue=venue, event=event, gates=gates, host=host, port=port, days=days)
+        os.rename(tmp, out)  # replaces an empty directory, fails on a non-empty one
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"venue_json": out / "venue.json", "ca_cert": out / "ca" / "ca.crt",
+            "broker_conf": out / "broker" / "mosquitto.conf", "acl": out / "broker" / "acl",
+            "central": out / "central", "admin": out / "admin",
+            "gates": {g: out / "gates" / g for g in gates}}
+
+
+def _build(d: Path, final: Path, *, venue: str, event: str, gates: list[str], host: str,
+           port: int, days: int) -> None:
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _cert(f"facepass {venue} CA", ca_key, None, ca_key, days)
+    _write(_mkdir(d / "ca") / "ca.key", _pem_key(ca_key))
+    _write(d / "ca" / "ca.crt", _pem_cert(ca), 0o644)
+
+    def tls(dirpath: Path, cn: str, eku: x509.ObjectIdentifier,
+            san: Sequence[x509.GeneralName] = ()) -> bytes:
+        key = ec.generate_private_key(ec.SECP256R1())
+        stem = "broker" if eku == ExtendedKeyUsageOID.SERVER_AUTH else "client"
+        # Mosquitto reads the CN; the URI SAN names the client for RFC 5280 verifiers,
+        # which require a SAN on every leaf.
+        san = san or [x509.UniformResourceIdentifier(f"facepass://{venue}/{cn}")]
+        _write(_mkdir(dirpath) / f"{stem}.key", _pem_key(key))
+        _write(dirpath / f"{stem}.crt", _pem_cert(_cert(cn, key, ca, ca_key, days, eku=eku,
+                                                        san=san)), 0o644)
+        return _pem_key(key)
+
+    broker_san: list[x509.GeneralName] = [x509.DNSName("localhost"),
+                                          x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    if _host_name(host) not in broker_san:
+        broker_san.append(_host_name(host))
+    tls(d / "broker", "broker", ExtendedKeyUsageOID.SERVER_AUTH, broker_san)
+    _mkdir(d / "broker" / "data")
+    _write(d / "broker" / "acl", _acl_text(venue, gates).encode(), 0o644)
+    tls(d / "admin", "admin", ExtendedKeyUsageOID.CLIENT_AUTH)
+    tls(d / "central", "central", ExtendedKeyUsageOID.CLIENT_AUTH)
+    central_sign = ed25519.Ed25519PrivateKey.generate()
+    _write(d / "central" / "sign.key", central_sign.private_bytes(*_RAW))
+    secret = secrets.token_bytes(32)
+    _write(d / "central" / "protection.secret", secret)
+    template_key = event_key(secret, venue, event)
+
+    facts: dict[str, Any] = {
+        "venue": venue, "event": event, "broker": {"host": host, "port": port},
+        "central": {"kid": "central-1", "sign_pub": _b64(
+            central_sign.public_key().public_bytes_raw())},
+        "gates": {}}
+    _mkdir(d / "gates")
+    for g in gates:
+        gd = _mkdir(d / "gates" / g)
+        creds = _mkdir(gd / "credentials")
+        tls_key = tls(gd, g, ExtendedKeyUsageOID.CLIENT_AUTH)
+        _write(gd / "ca.crt", _pem_cert(ca), 0o644)
+        sign = ed25519.Ed25519PrivateKey.generate()
+        seal = x25519.X25519PrivateKey.generate()
+        _write(creds / "cache-key", secrets.token_bytes(32))
+        _write(creds / "template-key", template_key)
+        _write(creds / "sign-key", sign.private_bytes(*_RAW))
+        _write(creds / "seal-key", seal.private_bytes(*_RAW))
+        _write(creds / "mqtt-key.pem", tls_key)
+        facts["gates"][g] = {"sign_pub": _b64(sign.public_key().public_bytes_raw()),
+                             "seal_pub": _b64(seal.public_key().public_bytes_raw())}
+    _write(d / "venue.json", (json.dumps(facts, indent=2) + "\n").encode(), 0o644)
+    _write(d / "broker" / "mosquitto.conf",
+           _conf_text(final, port, host, None).encode(), 0o644)
+    d.chmod(0o700)
+
+
+def instructions(out: Path) -> str:
+    """What to copy where, for the venue in ``out`` (plain text for the technician)."""
+    out = Path(out).absolute()
+    facts = json.loads((out / "venue.json").read_text())
+    b, etc = out / "broker", "/etc/mosquitto/conf.d"
+    return "\n".join([
+        f"Venue {facts['venue']}, event {facts['event']}: files in {out}",
+        f"Broker ({facts['broker']['host']}:{facts['broker']['port']}, Debian mosquitto):",
+        f"  install -o mosquitto -m 0600 {b}/broker.key {etc}/",
+        f"  cp {out}/ca/ca.crt {b}/broker.crt {b}/acl {etc}/",
+        f"  cp {b}/mosquitto.conf {etc}/{facts['venue']}.conf  (include_dir reads *.conf only)",
+        f"  in that copy: paths -> {etc}/, delete the two persistence lines (Debian's",
+        "  mosquitto.conf sets them and Mosquitto refuses duplicates); restart mosquitto.",
+        f"Central server: {out}/central/* and ca/ca.crt, 0600, readable by central only.",
+        f"Each gate ({', '.join(facts['gates'])}): gates/<gate>/ca.crt and client.crt ->",
+        "  /etc/gate/; each file of gates/<gate>/credentials/, on that gate:",
+        "  systemd-creds encrypt --name=<file> <file> /etc/credstore.encrypted/<file>,",
+        "  then shred the plaintext copies.",
+        f"Keep {out}/ca/ca.key offline: it can mint a certificate for any gate.",
+    ]) + "\n"

@@ -1,0 +1,397 @@
+"""The sync protocol end to end through a real Mosquitto with mutual TLS and ACLs."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jsonschema import Draft202012Validator
+
+from gate.match.decision import Outcome
+from sync import messages, payloads
+from sync.central import Central
+from sync.pki import init_venue
+from sync.seal import seal
+from sync.sim import open_gate
+from tests import broker as tb
+
+VENUE, EVENT, GATES = "arena", "final", ("lane-1", "lane-2")
+DAY = 86400
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(condition: Any, timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+class Venue:
+    """Broker, central, two gates and an admin watching every message."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "venue"
+        init_venue(self.dir, venue=VENUE, event=EVENT, gates=list(GATES))
+        self.broker = tb.Broker(self.dir).start()
+        self.seen: list[tuple[str, bytes]] = []
+        self.admin = tb.connect(self.dir, "admin", client_id="admin")
+        self.admin.on_message = lambda _c, _u, m: self.seen.append((m.topic, bytes(m.payload)))
+        self.admin.subscribe("#", qos=1)
+        self.central = Central(self.dir, port=self.broker.port)
+        self.central.connect()
+        self.gates: dict[str, Any] = {}
+        self.states = {g: root / f"state-{g}" for g in GATES}
+        for g in GATES:
+            self.open(g)
+
+    def open(self, gate: str) -> Any:
+        store, sync = open_gate(self.dir, gate, self.states[gate], host="127.0.0.1",
+                                port=self.broker.port, fixed_threshold=0.5)
+        sync.start()
+        assert sync.wait_connected(10)
+        self.gates[gate] = (store, sync)
+        return store, sync
+
+    def close_gate(self, gate: str) -> None:
+        _, sync = self.gates.pop(gate)
+        sync.stop()
+        sync.db.close()
+
+    def close(self) -> None:
+        for g in list(self.gates):
+            self.close_gate(g)
+        self.central.close()
+        tb.close(self.admin)
+        self.broker.stop()
+
+
+@pytest.fixture(scope="module")
+def venue(tmp_path_factory):
+    v = Venue(tmp_path_factory.mktemp("sync"))
+    yield v
+    v.close()
+
+
+RNG = np.random.default_rng(3)
+FACES = {f"att-{i:03d}": unit(RNG.standard_normal(192)) for i in range(30)}
+
+
+def until() -> int:
+    return int(time.time()) + 2 * DAY
+
+
+def test_enrol_match_revoke_with_receipt_and_events(venue, photo, pipeline):
+    store, sync = venue.gates["lane-1"]
+    obama = pipeline.process(photo("obama.jpg")).embedding.copy()
+    pipeline.wipe()
+    venue.central.enrol_embeddings("att-obama", obama[None], valid_until=until())
+    for name, face in list(FACES.items())[:10]:
+        venue.central.enrol_embeddings(name, face[None], valid_until=until())
+    wait_for(lambda: store.status().attendees >= 11, what="enrolments at lane-1")
+    probe = pipeline.process(photo("obama3.jpg")).embedding.copy()
+    pipeline.wipe()
+    assert store.identify(probe).attendee == "att-obama"
+    # Cancellation: deleted before the next decision, with a signed receipt at central.
+    seq = venue.central.revoke(["att-obama"])["att-obama"]
+    wait_for(lambda: venue.central.deletion_receipt("lane-1", "att-obama", seq) is not None,
+             what="deletion receipt")
+    receipt = venue.central.deletion_receipt("lane-1", "att-obama", seq)
+    assert receipt is not None and receipt["cache_version"] == store.version
+    assert "att-obama" not in store
+    assert store.identify(probe).outcome is Outcome.BELOW_THRESHOLD
+    # Entry events: each reaches central exactly once; lane-2 learns them (anti-passback).
+    ids = [sync.publish_event(f"att-00{i}") for i in range(5)]
+    wait_for(lambda: {e[0] for e in venue.central.events()} >= set(ids), what="events")
+    assert sync.db.depth() == 0
+    _, sync2 = venue.gates["lane-2"]
+    wait_for(lambda: sync2.entered_since("att-003", time.time() - 60) != [],
+             what="peer entry at lane-2")
+    assert sync2.entered_since("att-003", time.time() - 60)[0][0] == "lane-1"
+
+
+def test_snapshot_replaces_the_cache_atomically(venue):
+    store2, _ = venue.gates["lane-2"]
+    for name, face in list(FACES.items())[10:20]:
+        venue.central.enrol_embeddings(name, face[None], valid_until=until(), gates=["lane-1"])
+    n = venue.central.snapshot("lane-2", chunk_records=3)
+    wait_for(lambda: store2.status().attendees == n, what="snapshot at lane-2")
+    assert store2.status().tombstones >= 1  # the revocation travelled in the snapshot
+    assert store2.identify(FACES["att-015"]).attendee == "att-015"
+    assert "att-obama" not in store2
+
+
+def _validator(doc: dict[str, Any], name: str) -> Draft202012Validator:
+    return Draft202012Validator({"$ref": f"#/components/schemas/{name}",
+                                 "components": doc["components"]})
+
+
+def test_every_message_on_the_broker_is_allowed_and_valid(venue, pipeline, photo):
+    """P4/P5: only sealed templates, entry events, receipts and status ever cross the
+    broker; every one validates against sync/asyncapi.yaml; no raw embedding anywhere."""
+    time.sleep(0.5)
+    doc = yaml.safe_load((ROOT / "sync" / "asyncapi.yaml").read_text())
+    raw = [f.tobytes() for f in FACES.values()]
+    raw_b64 = [messages.b64(r[:48]) for r in raw]
+    assert venue.seen
+    kinds = set()
+    for topic_name, payload in venue.seen:
+        v, gate, kind = messages.parse_topic(topic_name)
+        assert v == VENUE and gate in GATES
+        env = json.loads(payload)
+        kinds.add(env["type"])
+        errors = list(_validator(doc, env["type"]).iter_errors(env))
+        assert not errors, (topic_name, errors[0].message)
+        assert not any(r[:48] in payload for r in raw)
+        assert not any(b in payload.decode() for b in raw_b64)
+        if kind == "templates":
+            assert set(env["body"]) <= {"sealed", "snapshot", "index", "chunks", "records",
+                                        "tombstones", "sha256"}
+        if kind == "status":
+            assert "att-" not in payload.decode()  # counts only, never an attendee
+    assert {"upsert", "snapshot_begin", "snapshot_chunk", "revoke", "event", "receipt",
+            "status"} <= kinds
+
+
+def _publish_raw(venue: Venue, gate: str, kind: str, payload: bytes) -> None:
+    info = venue.central.client.publish(messages.topic(VENUE, gate, kind), payload, qos=1)
+    info.wait_for_publish(5)
+
+
+def test_bad_messages_are_refused_counted_and_change_nothing(venue):
+    store, sync = venue.gates["lane-1"]
+    time.sleep(0.3)
+    before = (store.version, sync.db.depth(), dict(sync.rejected))
+    forger = Ed25519PrivateKey.generate()
+    topic_rev = messages.topic(VENUE, "lane-1", "revocations")
+    body = {"items": [{"attendee": "att-001", "seq": 99}]}
+    last = sync.db.last_seq("in:revocations")
+    bad = [
+        ("revocations", messages.sign(topic_rev, mtype="revoke", seq=last + 50, ts_ms=1,
+                                      kid="central-1", body=body, key=forger)),
+        ("revocations", messages.sign(topic_rev, mtype="revoke", seq=last + 50, ts_ms=1,
+                                      kid="central-9", body=body, key=forger)),
+        ("revocations", b"{not json"),
+        ("revocations", b'{"v":1}'),
+        ("commands", b"\x00\xff" * 100),
+    ]
+    # Another gate's sealed payload, correctly signed, published to lane-1.
+    topic_tpl = messages.topic(VENUE, "lane-1", "templates")
+    plain = payloads.encode([])
+    seq = venue.central._next_seq("lane-1/templates")
+    foreign = seal(plain, venue.central.gates["lane-2"].seal, topic=topic_tpl, seq=seq,
+                   gate="lane-2")
+    bad.append(("templates", messages.sign(topic_tpl, mtype="upsert", seq=seq, ts_ms=1,
+                                           kid=venue.central.kid, body={"sealed": foreign},
+                                           key=venue.central._sign)))
+    for kind, payload in bad:
+        _publish_raw(venue, "lane-1", kind, payload)
+    wait_for(lambda: sum(sync.rejected.values()) - sum(before[2].values()) >= len(bad),
+             what="all bad messages refused")
+    assert (store.version, sync.db.depth()) == before[:2]
+    assert "att-001" in store
+    # ...and the counts reach central in the retained status.
+    wait_for(lambda: sum((venue.central.status("lane-1") or {}).get("rejected", {}).values())
+             >= len(bad), what="rejections in status")
+
+
+def test_replays_duplicates_and_gaps(venue):
+    store, sync = venue.gates["lane-1"]
+    topic_rev = messages.topic(VENUE, "lane-1", "revocations")
+    seq = venue.central._next_seq("lane-1/revocations")
+    payload = messages.sign(topic_rev, mtype="revoke", seq=seq, ts_ms=1, kid=venue.central.kid,
+                            body={"items": [{"attendee": "att-002", "seq": 5}]},
+                            key=venue.central._sign)
+    dup_before = sync.duplicates
+    for _ in range(3):  # delivered, then replayed twice
+        _publish_raw(venue, "lane-1", "revocations", payload)
+    wait_for(lambda: sync.duplicates - dup_before >= 2, what="replays ignored")
+    assert "att-002" not in store
+    version = store.version
+    # An older message arriving late (out of order) is ignored too.
+    old = messages.sign(topic_rev, mtype="revoke", seq=seq - 1, ts_ms=1,
+                        kid=venue.central.kid, body={"items": [{"attendee": "att-004",
+                                                                 "seq": 5}]},
+                        key=venue.central._sign)
+    _publish_raw(venue, "lane-1", "revocations", old)
+    wait_for(lambda: sync.duplicates - dup_before >= 3, what="stale message ignored")
+    assert "att-004" in store and store.version == version
+    # A gap (a missed message) is applied and makes the gate ask for a snapshot.
+    gap = seq + 5
+    venue.central.publish("lane-1", "revocations", "revoke",
+                          {"items": [{"attendee": "att-005", "seq": 5}]}, seq=gap)
+    wait_for(lambda: "att-005" not in store, what="revocation after a gap")
+    assert sync.resync_needed
+    wait_for(lambda: (venue.central.status("lane-1") or {}).get("resync_needed") is True,
+             what="resync request in status")
+    venue.central._next_seq("lane-1/revocations")  # keep central's counter ahead
+    with venue.central._lock:
+        venue.central.db.execute("UPDATE out_seq SET seq = ? WHERE stream = ?",
+                                 (gap, "lane-1/revocations"))
+
+
+def test_interrupted_snapshot_is_asked_for_again(venue):
+    store, sync = venue.gates["lane-2"]
+    c = venue.central
+    live = [(a, f) for a, f in FACES.items() if a >= "att-020"]
+    for name, face in live:
+        c.enrol_embeddings(name, face[None], valid_until=until(), gates=["lane-1"])
+    # Only the manifest and the first chunk get through, then the gate restarts.
+    from gate.match.store import Enrolment
+
+    enrolments = [Enrolment(a, 1, until(), c.protector.protect(f)[None]) for a, f in live]
+    plains = [payloads.encode(enrolments[:5]), payloads.encode(enrolments[5:])]
+    import hashlib
+
+    digest = hashlib.sha256(bytes(plains[0]) + bytes(plains[1])).hexdigest()
+    c.publish("lane-2", "templates", "snapshot_begin",
+              {"snapshot": "s-1", "chunks": 2, "records": len(live), "tombstones": 0,
+               "sha256": digest})
+    seq, sealed = c._sealed_body("lane-2", "templates", plains[0])
+    c.publish("lane-2", "templates", "snapshot_chunk",
+              {"snapshot": "s-1", "index": 0, "sealed": sealed}, seq=seq)
+    time.sleep(0.5)
+    venue.close_gate("lane-2")
+    store, sync = venue.open("lane-2")
+    seq, sealed = c._sealed_body("lane-2", "templates", plains[1])
+    c.publish("lane-2", "templates", "snapshot_chunk",
+              {"snapshot": "s-1", "index": 1, "sealed": sealed}, seq=seq)
+    wait_for(lambda: sync.resync_needed, what="resync request after the lost chunk")
+    assert store.status().state == "ok"  # the old cache keeps serving meanwhile
+    c.snapshot("lane-2", chunk_records=4)
+    wait_for(lambda: not sync.resync_needed and "att-025" in store, what="new snapshot")
+
+
+def test_clock_jumps(venue):
+    store, _sync = venue.gates["lane-1"]
+    real = store.clock
+    try:
+        store.clock = lambda: real() - 3 * 3600  # the gate's clock is 3 h behind
+        venue.central.enrol_embeddings("att-clock", FACES["att-029"][None],
+                                       valid_until=until(), gates=["lane-1"])
+        wait_for(lambda: "att-clock" in store, what="enrolment with a lagging clock")
+        store.clock = lambda: real() + 10 * DAY  # ...then jumps past the event's end
+        venue.central.command("lane-1", "purge")
+        wait_for(lambda: store.status().attendees == 0, what="purge after the jump")
+    finally:
+        store.clock = real
+
+
+def test_signing_key_rotation(venue):
+    store, sync = venue.gates["lane-1"]
+    c = venue.central
+    old_key, old_kid = c._sign, c.kid
+    c.rotate_signing_key("central-2")
+    wait_for(lambda: set(sync.db.central_keys()) == {"central-2"}, what="key rotation")
+    c.enrol_embeddings("att-new-key", FACES["att-001"][None], valid_until=until(),
+                       gates=["lane-1"])
+    wait_for(lambda: "att-new-key" in store, what="message signed with the new key")
+    rejected = sum(sync.rejected.values())
+    topic_rev = messages.topic(VENUE, "lane-1", "revocations")
+    stale_key = messages.sign(topic_rev, mtype="revoke", seq=10**6, ts_ms=1, kid=old_kid,
+                              body={"items": [{"attendee": "att-new-key", "seq": 9}]},
+                              key=old_key)
+    _publish_raw(venue, "lane-1", "revocations", stale_key)
+    wait_for(lambda: sum(sync.rejected.values()) > rejected, what="old key refused")
+    assert "att-new-key" in store
+
+
+def test_events_survive_broker_restarts(venue):
+    _, sync = venue.gates["lane-1"]
+    c = venue.central
+    ids = [sync.publish_event(f"att-{i % 30:03d}") for i in range(50)]
+    venue.broker.stop()
+    ids += [sync.publish_event(f"att-{i % 30:03d}") for i in range(50)]  # while down
+    assert sync.db.depth() >= 50
+    venue.broker.start()
+    wait_for(lambda: sync.wait_connected(0) and c._connected.is_set(), 30, "reconnects")
+    sync.flush()
+    wait_for(lambda: {e[0] for e in c.events()} >= set(ids), 30, "all events after outage")
+    assert sync.db.depth() == 0
+    assert len({e[0] for e in c.events()}) == len(c.events())  # each recorded once
+
+
+GATE_PROCESS = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, sys.argv[1])
+    from pathlib import Path
+    from sync.sim import open_gate
+    store, sync = open_gate(Path(sys.argv[2]), "lane-1", Path(sys.argv[3]),
+                            host="127.0.0.1", port=int(sys.argv[4]))
+    sync.start()
+    sync.wait_connected(10)
+    n = 0
+    while True:
+        event_id = sync.publish_event(f"kill-{n % 7}")
+        print(event_id, flush=True)  # durably queued: it must reach central
+        n += 1
+        time.sleep(0.005)
+""")
+
+
+def test_events_survive_kill_9_of_the_gate_at_random_moments(venue, tmp_path):
+    """Run lane-1 as a separate process, SIGKILL it at random moments and restart it:
+    every event it reported as queued reaches central, once after de-duplication."""
+    venue.close_gate("lane-1")
+    rng = random.Random(9)
+    queued: list[str] = []
+    for _ in range(6):
+        proc = subprocess.Popen([sys.executable, "-c", GATE_PROCESS, str(ROOT),
+                                 str(venue.dir), str(venue.states["lane-1"]),
+                                 str(venue.broker.port)], stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        time.sleep(rng.uniform(1.0, 2.0))
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate()
+        queued += out.split()
+    _store, sync = venue.open("lane-1")  # the last restart drains what is left
+    sync.flush()
+    wait_for(lambda: {e[0] for e in venue.central.events()} >= set(queued), 30,
+             "every queued event at central")
+    wait_for(lambda: sync.db.depth() == 0, 10, "outbox drained")
+    assert len(queued) > 50
+
+
+def test_status_is_retained_with_a_last_will(venue):
+    """A new subscriber immediately gets each gate's last status; a gate that vanishes
+    without saying goodbye is reported offline by the broker."""
+    sub = tb.connect(venue.dir, "admin", client_id="admin-late")
+    got: queue.Queue[Any] = queue.Queue()
+    sub.on_message = lambda _c, _u, m: got.put((m.topic, json.loads(m.payload)))
+    sub.subscribe(f"gate/v1/{VENUE}/+/status", qos=1)
+    first = got.get(timeout=5)
+    assert first[1]["body"]["state"] in ("online", "offline")
+    _, sync = venue.gates["lane-2"]
+    sync.client._sock.close()  # the gate's connection drops without a DISCONNECT
+    sync.client.loop_stop()
+    deadline = time.monotonic() + 20
+    offline = False
+    while time.monotonic() < deadline and not offline:
+        try:
+            topic_name, env = got.get(timeout=1)
+        except queue.Empty:
+            continue
+        offline = topic_name.endswith("lane-2/status") and env["body"]["state"] == "offline"
+    assert offline
+    tb.close(sub)
+    venue.gates.pop("lane-2")
+    sync.db.close()
