@@ -95,7 +95,6 @@ class SyncConfig:
     peer_keys: tuple[str, ...] = option((), pattern=KEY_PIN)
     keepalive_s: int = option(30, lo=5, hi=3600)
     session_expiry_s: int = option(7 * 86400, lo=60, hi=30 * 86400)
-    status_interval_s: int = option(30, lo=5, hi=3600)
 
 
 @dataclass(frozen=True)

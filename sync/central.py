@@ -38,6 +38,7 @@ from gate.match.protect import Protector, event_key
 from gate.match.store import Enrolment
 from gate.types import Array
 from sync import messages, payloads
+from sync.gate_client import _no_delay
 from sync.seal import seal
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class Central:
             return
         client.subscribe([(f"gate/v1/{self.venue}/+/{kind}", SubscribeOptions(qos=1))
                           for kind in messages.GATE_KINDS])
+        _no_delay(client)
         self._connected.set()
 
     # --- publishing --------------------------------------------------------------------
@@ -183,6 +185,19 @@ class Central:
                 np.frombuffer(plain, np.uint8).fill(0)
             self.publish(gate, "templates", "upsert", {"sealed": sealed}, seq=topic_seq)
         return seq
+
+    def import_templates(self, enrolments: Sequence[Enrolment]) -> None:
+        """Load already-protected templates in bulk (a migration, a benchmark); nothing is
+        published until the next :meth:`snapshot`."""
+        with self._lock:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT INTO attendees VALUES (?, ?, ?, ?, 0) ON CONFLICT(id) DO UPDATE SET "
+                "seq = excluded.seq, valid_until = excluded.valid_until, "
+                "templates = excluded.templates, revoked = 0",
+                [(e.attendee, e.seq, e.valid_until,
+                  np.asarray(e.templates, np.float32).tobytes()) for e in enrolments])
+            self.db.execute("COMMIT")
 
     def enrol_photos(self, attendee: str, photos: Sequence[Path], *, valid_until: int,
                      pipeline: Any) -> int:
@@ -307,6 +322,11 @@ class Central:
                                    "ORDER BY at_ms").fetchall()
         return [(str(a), str(b), str(c), int(d)) for a, b, c, d in rows]
 
+    def event_count(self) -> int:
+        """How many distinct entry events have arrived."""
+        with self._lock:
+            return int(self.db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
     def receipts(self, gate: str | None = None) -> list[dict[str, Any]]:
         """Verified receipts (signature checked on arrival), oldest first."""
         with self._lock:
@@ -327,3 +347,11 @@ class Central:
         with self._lock:
             row = self.db.execute("SELECT body FROM status WHERE gate = ?", (gate,)).fetchone()
         return json.loads(row[0]) if row else None
+
+
+if __name__ == "__main__":
+    import sys
+
+    from sync.central_cli import main
+
+    sys.exit(main())

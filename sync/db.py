@@ -18,7 +18,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -81,6 +81,23 @@ class SyncDB:
             db.execute("INSERT OR IGNORE INTO outbox VALUES (?, ?, ?, ?)",
                        (message_id, topic, payload, int(time.time() * 1000)))
 
+    def enqueue_next(self, stream: str, message_id: str, topic: str,
+                     build: Callable[[int], bytes],
+                     entry: tuple[str, str, int] | None = None) -> int:
+        """In one transaction: take the stream's next seq, build the payload with it,
+        queue it, and (for an entry event) record the entry. Returns the seq."""
+        with self._tx() as db:
+            row = db.execute("SELECT seq FROM seqs WHERE stream = ?", (stream,)).fetchone()
+            seq = int(row[0]) + 1 if row else 0
+            db.execute("INSERT INTO seqs VALUES (?, ?) ON CONFLICT(stream) DO UPDATE SET "
+                       "seq = excluded.seq", (stream, seq))
+            db.execute("INSERT OR IGNORE INTO outbox VALUES (?, ?, ?, ?)",
+                       (message_id, topic, build(seq), int(time.time() * 1000)))
+            if entry is not None:
+                db.execute("INSERT OR IGNORE INTO entries VALUES (?, ?, ?, ?)",
+                           (message_id, *entry))
+        return seq
+
     def pending(self, limit: int = 1000) -> list[tuple[str, str, bytes]]:
         """Oldest unacknowledged messages."""
         with self._lock:
@@ -88,10 +105,21 @@ class SyncDB:
                                     "LIMIT ?", (limit,)).fetchall()
         return [(str(i), str(t), bytes(p)) for i, t, p in rows]
 
-    def ack(self, message_id: str) -> None:
-        """The broker has it (PUBACK): forget it."""
-        with self._tx() as db:
-            db.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+    def ack(self, *message_ids: str) -> None:
+        """The broker has them (PUBACK): forget them (one transaction).
+
+        Without an fsync of its own: a power cut can only undo the deletion, and the
+        message is then sent again, which central removes by its id. Adding to the outbox
+        is always fully synchronous.
+        """
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with self._tx() as db:
+                    db.executemany("DELETE FROM outbox WHERE id = ?",
+                                   [(m,) for m in message_ids])
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
 
     def depth(self) -> int:
         """Messages waiting for the broker."""

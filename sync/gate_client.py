@@ -13,8 +13,10 @@ What leaves the gate (P4): signed entry events and receipts, through the durable
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -43,6 +45,8 @@ from sync.seal import open_sealed
 log = logging.getLogger(__name__)
 
 MAX_SNAPSHOT_CHUNKS = 10_000
+#: Outbox messages handed to paho per flush (it keeps them in RAM until acknowledged).
+FLUSH_BATCH = 200
 
 
 @dataclass(frozen=True)
@@ -166,8 +170,10 @@ class GateSync:
             return
         subs = [(self._topic(k), SubscribeOptions(qos=1)) for k in
                 messages.CENTRAL_KINDS]
-        subs.append((f"gate/v1/{self.venue}/+/events", SubscribeOptions(qos=1)))
+        # noLocal: the broker does not echo this gate's own events back to it.
+        subs.append((f"gate/v1/{self.venue}/+/events", SubscribeOptions(qos=1, noLocal=True)))
         client.subscribe(subs)
+        _no_delay(client)
         self._connected.set()
         log.info("sync: connected to %s:%d", self.link.host, self.link.port)
         self.publish_status()
@@ -202,42 +208,43 @@ class GateSync:
             self.client.publish(self._topic("status"), self._status_payload("online"), qos=1,
                                 retain=True)
 
-    def _queue(self, kind: str, mtype: str, body: dict[str, Any]) -> str:
-        message_id = body.get("event_id") or uuid7()
-        stream = f"out:{kind}"
-        with self._lock:
-            seq = self.db.last_seq(stream) + 1
-            self.db.set_seq(stream, seq)
-            self.db.enqueue(message_id, self._topic(kind), self._signed(kind, mtype, body, seq))
+    def _queue(self, kind: str, mtype: str, body: dict[str, Any],
+               entry: tuple[str, str, int] | None = None) -> str:
+        message_id = str(body.get("event_id") or uuid7())
+        self.db.enqueue_next(f"out:{kind}", message_id, self._topic(kind),
+                             lambda seq: self._signed(kind, mtype, body, seq), entry)
         self.flush()
-        return str(message_id)
+        return message_id
 
     def publish_event(self, attendee: str, at: float | None = None) -> str:
-        """Record an entry (durably) and publish it; returns the event id."""
+        """Record an entry (durably, one transaction) and publish it; returns the event id."""
         at_ms = int((self.clock() if at is None else at) * 1000)
         event_id = uuid7(at_ms)
-        self.db.record_entry(event_id, attendee, self.gate, at_ms)
         return self._queue("events", "event", {"event_id": event_id, "attendee": attendee,
-                                               "gate": self.gate, "at": at_ms})
+                                               "gate": self.gate, "at": at_ms},
+                           entry=(attendee, self.gate, at_ms))
 
-    def flush(self) -> None:
-        """Publish every outbox message not yet in flight (when connected).
+    def flush(self, *, wait: bool = True) -> None:
+        """Hand paho the next outbox messages not yet in flight (when connected).
 
-        paho calls ``on_publish`` with its outgoing-message lock held, so nothing
-        ``on_publish`` waits for is held here while calling ``publish`` (that deadlocks).
+        paho calls ``on_publish`` with its outgoing-message lock held, so ``on_publish``
+        only flushes with ``wait=False``: it must never wait for a thread that may be
+        waiting for that lock in ``publish``.
         """
-        if not self._connected.is_set():
+        if not self._connected.is_set() or not self._flush_lock.acquire(blocking=wait):
             return
-        with self._flush_lock:
+        try:
             with self._mids_lock:
                 busy = {message_id for _, message_id in self._inflight}
-            for message_id, topic_name, payload in self.db.pending():
+            for message_id, topic_name, payload in self.db.pending(FLUSH_BATCH + len(busy)):
                 if message_id in busy:
                     continue
                 info = self.client.publish(topic_name, payload, qos=1)
                 if info.rc == mqtt.MQTT_ERR_SUCCESS:
                     with self._mids_lock:
                         self._inflight.append((info, message_id))
+        finally:
+            self._flush_lock.release()
         self._reap()
 
     def _reap(self, acked_mid: int | None = None) -> None:
@@ -251,13 +258,17 @@ class GateSync:
             done = [m for i, m in self._inflight if i.mid == acked_mid or i.is_published()]
             self._inflight = [(i, m) for i, m in self._inflight
                               if not (i.mid == acked_mid or i.is_published())]
-        for message_id in done:
-            self.db.ack(message_id)
+        if done:
+            self.db.ack(*done)
 
     def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, reason: Any,
                     _properties: Any) -> None:
         if not reason.is_failure:
             self._reap(mid)
+        with self._mids_lock:
+            low = len(self._inflight) < FLUSH_BATCH // 4
+        if low:  # top up a draining backlog
+            self.flush(wait=False)
 
     # --- incoming ----------------------------------------------------------------------
 
@@ -267,8 +278,9 @@ class GateSync:
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
             venue, gate, kind = messages.parse_topic(msg.topic)
-            if kind == "events" and gate != self.gate:
-                self._peer_event(msg.topic, bytes(msg.payload))
+            if kind == "events":
+                if gate != self.gate:
+                    self._peer_event(msg.topic, bytes(msg.payload))
                 return
             if venue != self.venue or gate != self.gate or kind not in messages.CENTRAL_KINDS:
                 raise ProtocolError("not a topic for this gate")
@@ -392,24 +404,28 @@ class GateSync:
         if digest.hexdigest() != snap.sha256:
             self.resync_needed = True
             raise ProtocolError("snapshot: contents do not match the signed manifest")
-        records, vectors, tombs = [], [], []
-        for i in range(snap.chunks):
-            r, v, t = payloads.decode_arrays(snap.parts[i], copy=True)
-            records.append(r)
-            vectors.append(v)
-            tombs.append(t)
-        rec = np.concatenate(records) if records else np.zeros(0, RECORD)
-        vec = np.concatenate(vectors) if vectors else np.zeros((0, payloads.DIM), np.float32)
-        tmb = np.concatenate(tombs) if tombs else np.zeros(0, TOMBSTONE)
+        # Views of the decrypted chunks, copied once into the arrays the store takes;
+        # each chunk is wiped and released as soon as it has been copied.
+        views = [payloads.decode_arrays(snap.parts[i]) for i in range(snap.chunks)]
+        rec = np.concatenate([r for r, _, _ in views]) if views else np.zeros(0, RECORD)
+        tmb = np.concatenate([t for _, _, t in views]) if views else np.zeros(0, TOMBSTONE)
         if rec.size != snap.records or tmb.size != snap.tombstones:
             self.resync_needed = True
             raise ProtocolError("snapshot: counts do not match the manifest")
+        rows = [v for _, v, _ in views]
+        del views
+        vec = np.empty((sum(v.shape[0] for v in rows), payloads.DIM), np.float32)
+        at = 0
+        for i in range(len(rows)):
+            vec[at:at + rows[i].shape[0]] = rows[i]
+            at += rows[i].shape[0]
+            rows[i] = vec[:0]  # drop the view so the chunk's memory can go
+            np.frombuffer(snap.parts.pop(i), np.uint8).fill(0)
         try:
-            self.store.replace_arrays(rec, vec, tmb)
-        finally:
+            self.store.replace_arrays(rec, vec, tmb, adopt=True)  # vec becomes the matrix
+        except BaseException:
             vec.fill(0)
-            for v in vectors:
-                v.fill(0)
+            raise
         self.resync_needed = False
         log.info("sync: snapshot applied, %d attendees", rec.size)
 
@@ -445,6 +461,14 @@ class GateSync:
     def entered_since(self, attendee: str, since: float) -> list[tuple[str, int]]:
         """Entries of an attendee at any gate of the venue since ``since`` (anti-passback)."""
         return self.db.entries_since(attendee, int(since * 1000))
+
+
+def _no_delay(client: mqtt.Client) -> None:
+    """Send small messages at once (no Nagle): a revocation should not wait 40 ms."""
+    sock = client.socket()
+    if isinstance(sock, socket.socket):  # ssl.SSLSocket is one
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def tls_context(link: Link) -> ssl.SSLContext:

@@ -141,6 +141,9 @@ def _conf_text(venue_dir: Path, port: int, host: str, user: str | None) -> str:
         # Room for a full gallery push queued for an offline gate (one message each).
         "max_queued_messages 200000",
         "max_inflight_messages 100",
+        # Small QoS 1 messages (revocations, receipts) would otherwise wait on Nagle +
+        # delayed ACK for tens of milliseconds at each hop.
+        "set_tcp_nodelay true",
         "message_size_limit 8388608",
         "log_type error",
         "log_type warning",

@@ -84,3 +84,19 @@ def test_relative_models_dir_resolves_against_the_config_file(tmp_path):
     assert cfg.cache.dir == str((tmp_path / "etc" / "state").resolve())
     assert cfg.cache.key_file == str((tmp_path / "etc" / "keys" / "cache.key").resolve())
     assert cfg.cache.template_key_file == ""  # unset stays unset
+
+
+def test_sync_section_needs_keys_and_tls_when_enabled():
+    with pytest.raises(ConfigError) as err:
+        from_dict({"sync": {"enabled": True}})
+    assert err.value.path == "sync.central_keys"
+    key = "central-1=" + "A" * 43 + "="
+    with pytest.raises(ConfigError) as err:
+        from_dict({"sync": {"enabled": True, "central_keys": [key]}})
+    assert err.value.path == "sync.ca_file"
+    with pytest.raises(ConfigError, match=r"sync\.central_keys\[0\]"):
+        from_dict({"sync": {"central_keys": ["central-1=short"]}})
+    with pytest.raises(ConfigError, match="list of strings"):
+        from_dict({"sync": {"peer_keys": "lane-1=x"}})
+    with pytest.raises(ConfigError, match="must be ≤ 65535"):
+        from_dict({"sync": {"port": 70000}})

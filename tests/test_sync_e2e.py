@@ -395,3 +395,57 @@ def test_status_is_retained_with_a_last_will(venue):
     tb.close(sub)
     venue.gates.pop("lane-2")
     sync.db.close()
+
+
+def test_central_cli(tmp_path, capsys, photos):
+    from sync.central_cli import main
+
+    out = tmp_path / "v"
+    assert main(["init-venue", str(out), "--venue", "hall", "--event", "expo", "--gates",
+                 "g1"]) == 0
+    assert "systemd-creds encrypt" in capsys.readouterr().out
+    assert main(["init-venue", str(out), "--venue", "hall", "--event", "expo", "--gates",
+                 "g1"]) == 1
+    assert "not empty" in capsys.readouterr().err
+    assert main(["init-venue", str(tmp_path / "w"), "--venue", "bad name", "--event", "e",
+                 "--gates", "g"]) == 1
+    assert main(["revoke", str(tmp_path / "missing"), "a1"]) == 1
+    with tb.Broker(out) as broker:
+        code = main(["enrol", str(out), "--port", str(broker.port), "att-1",
+                     str(photos / "obama.jpg")])
+        text = capsys.readouterr().out
+        assert code == 0 and "none is stored" in text
+        assert main(["enrol", str(out), "--port", str(broker.port), "att-2",
+                     str(photos / "obama_partial_face.jpg")]) == 1
+        assert "not usable" in capsys.readouterr().err
+        assert main(["revoke", str(out), "--port", str(broker.port), "att-1"]) == 0
+        assert "pending: att-1 on g1" in capsys.readouterr().out  # the gate is offline
+    with pytest.raises(SystemExit):
+        main(["frobnicate"])
+
+
+def test_gate_sync_from_config(venue, tmp_path, monkeypatch):
+    from gate.config import from_dict
+    from gate.match.store import TemplateStore
+    from sync.gate_client import GateSync
+
+    info = json.loads((venue.dir / "venue.json").read_text())
+    gdir = venue.dir / "gates" / "lane-2"
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(gdir / "credentials"))
+    cfg = from_dict({
+        "gate": {"id": "lane-2", "venue": VENUE, "event": EVENT},
+        "cache": {"dir": str(tmp_path / "state")},
+        "sync": {"enabled": True, "host": "127.0.0.1", "port": venue.broker.port,
+                 "ca_file": str(gdir / "ca.crt"), "cert_file": str(gdir / "client.crt"),
+                 "central_keys": [f"{info['central']['kid']}={info['central']['sign_pub']}",
+                                  f"central-2={info['central']['sign_pub']}"],
+                 "peer_keys": [f"lane-1={info['gates']['lane-1']['sign_pub']}"]}})
+    store = TemplateStore.from_config(cfg)
+    store.load()
+    sync = GateSync.from_config(cfg, store=store)
+    sync.start()
+    try:
+        assert sync.wait_connected(10)
+    finally:
+        sync.stop()
+        sync.db.close()

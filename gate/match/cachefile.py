@@ -97,38 +97,49 @@ def snapshot_id(header: bytes) -> bytes:
 
 def seal(path: Path, dek: bytes, binding: Binding, *, version: int, records: Array,
          vectors: Array, tombstones: Array, dim: int) -> bytes:
-    """Write a cache file atomically; returns its snapshot id."""
-    vectors = np.ascontiguousarray(vectors, "<f4")
-    plain = bytearray(_PLAIN.size + records.nbytes + vectors.nbytes + tombstones.nbytes)
-    _PLAIN.pack_into(plain, 0, b"TPL1", records.size, tombstones.size, dim, 0)
-    as_bytes = np.frombuffer(plain, np.uint8)
-    at = _PLAIN.size
-    for arr in (records, vectors, tombstones):
-        # Copied straight into the buffer that is zeroed below: no stray plaintext copies.
-        as_bytes[at:at + arr.nbytes] = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
-        at += arr.nbytes
-    chunks = max(1, -(-len(plain) // CHUNK))
+    """Write a cache file atomically; returns its snapshot id.
+
+    The plaintext is never assembled in one piece: each 1 MiB chunk is filled from the
+    arrays in turn, encrypted and written, so sealing 100k templates needs one chunk of
+    extra memory, not a second copy of the templates.
+    """
+    head = bytearray(_PLAIN.size)
+    _PLAIN.pack_into(head, 0, b"TPL1", records.size, tombstones.size, dim, 0)
+    pieces = [np.frombuffer(head, np.uint8)] + [
+        np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+        for a in (records, np.ascontiguousarray(vectors, "<f4"), tombstones)]
+    length = sum(p.size for p in pieces)
+    chunks = max(1, -(-length // CHUNK))
     prefix = secrets.token_bytes(8)
     header = _FIXED.pack(MAGIC, FORMAT, 0, version, int(time.time()), CHUNK, chunks,
-                         len(plain), prefix) + binding.encode()
+                         length, prefix) + binding.encode()
     digest = hashlib.sha256(header).digest()
     aead = AESGCM(dek)
+    plain = bytearray(CHUNK)
+    plain_np = np.frombuffer(plain, np.uint8)
 
     def body() -> Iterator[bytes | memoryview]:
         yield header
         out = bytearray(CHUNK + TAG)
-        view = memoryview(plain)
+        piece, offset = 0, 0
         for i in range(chunks):
-            piece = view[i * CHUNK:(i + 1) * CHUNK]
-            sealed = memoryview(out)[:len(piece) + TAG]
-            aead.encrypt_into(prefix + struct.pack(">I", i), piece,
+            size = min(CHUNK, length - i * CHUNK)
+            filled = 0
+            while filled < size:  # fill this chunk from the arrays in order
+                take = min(size - filled, pieces[piece].size - offset)
+                plain_np[filled:filled + take] = pieces[piece][offset:offset + take]
+                filled, offset = filled + take, offset + take
+                if offset == pieces[piece].size:
+                    piece, offset = piece + 1, 0
+            sealed = memoryview(out)[:size + TAG]
+            aead.encrypt_into(prefix + struct.pack(">I", i), memoryview(plain)[:size],
                               _aad(digest, i, i == chunks - 1), sealed)
             yield sealed
 
     try:
         atomic_write(path, body())
     finally:
-        as_bytes.fill(0)
+        plain_np.fill(0)
     return snapshot_id(header)
 
 

@@ -100,6 +100,7 @@ class Gallery:
         self._coarse: _Coarse | None = None
         self._dirty: set[int] = set()
         self._erase_pending = False
+        self._ordered = False  # rows are exactly the attendees in order (after replace_all)
         #: Searches the coarse bound could not settle (exhaustive rescans); for the bench.
         self.fallbacks = 0
 
@@ -127,6 +128,7 @@ class Gallery:
             raise TemplateError(f"templates must be 1-{MAX_TEMPLATES} rows of {self.dim} "
                                 f"values, got shape {vectors.shape}")
         self.remove(attendee)
+        self._ordered = False
         number = self._spare_numbers.pop() if self._spare_numbers else len(self._ids)
         if number == len(self._ids):
             self._ids.append(attendee)
@@ -150,6 +152,7 @@ class Gallery:
         if number is None:
             return False
         slots = self._slots.pop(number)
+        self._ordered = False
         if erase and self._coarse is not None and min(slots) < self._coarse.n:
             self._erase_pending = True
         self._rows[slots] = 0.0
@@ -164,7 +167,7 @@ class Gallery:
         if self._free:
             return self._free.pop()
         if self._top == len(self._rows):
-            grow = len(self._rows)
+            grow = max(64, len(self._rows) // 4)
             self._rows = np.concatenate([self._rows, np.zeros((grow, self.dim), np.float32)])
             self._owner = np.concatenate([self._owner, np.full(grow, -1, np.int64)])
             self._scores = np.zeros(len(self._rows), np.float32)
@@ -289,6 +292,7 @@ class Gallery:
         self._slots.clear()
         self._dirty.clear()
         self._erase_pending = False
+        self._ordered = False
 
     def attendees(self) -> list[str]:
         """Enrolled attendee ids (pseudonyms)."""
@@ -298,15 +302,24 @@ class Gallery:
         """How many rows each of ``attendees`` has."""
         return np.array([len(self._slots[self._number[a]]) for a in attendees], np.int64)
 
-    def export(self, attendees: list[str]) -> Array:
-        """The rows of ``attendees``, concatenated in that order (a copy: wipe it after)."""
+    def export(self, attendees: list[str]) -> tuple[Array, bool]:
+        """The rows of ``attendees``, concatenated in that order, and whether that is a
+        copy (wipe it after use). Right after :meth:`replace_all`, when the matrix already
+        holds exactly those rows in that order, it is a read-only view instead."""
+        if self._ordered and attendees == self._ids:
+            view = self._rows[:self._top]
+            view.flags.writeable = False
+            return view, False
         slots = [slot for a in attendees for slot in self._slots[self._number[a]]]
-        return self._rows[np.asarray(slots, np.int64)]
+        return self._rows[np.asarray(slots, np.int64)], True
 
-    def replace_all(self, attendees: list[str], counts: Array, vectors: Array) -> None:
+    def replace_all(self, attendees: list[str], counts: Array, vectors: Array, *,
+                    adopt: bool = False) -> None:
         """Load a whole gallery at once (a cache or snapshot): much faster than ``put``.
 
-        ``vectors`` holds ``counts[i]`` rows for ``attendees[i]``, in order.
+        ``vectors`` holds ``counts[i]`` rows for ``attendees[i]``, in order. With ``adopt``
+        a C-contiguous float32 ``vectors`` becomes the matrix itself (no copy of 77 MB at
+        100k templates); the caller must not use it afterwards.
         """
         counts = np.asarray(counts, np.int64)
         total = int(counts.sum()) if counts.size else 0
@@ -316,9 +329,12 @@ class Gallery:
         if len(set(attendees)) != len(attendees):
             raise TemplateError("gallery: duplicate attendee ids")
         self.wipe()
-        capacity = max(64, total + total // 8)  # room for upserts without regrowing
-        self._rows = np.zeros((capacity, self.dim), np.float32)
-        self._rows[:total] = vectors
+        if adopt and vectors.dtype == np.float32 and vectors.flags.c_contiguous and total:
+            self._rows, capacity = vectors, total  # upserts regrow it (see _alloc)
+        else:
+            capacity = max(64, total + total // 8)  # room for upserts without regrowing
+            self._rows = np.zeros((capacity, self.dim), np.float32)
+            self._rows[:total] = vectors
         self._owner = np.full(capacity, -1, np.int64)
         self._owner[:total] = np.repeat(np.arange(len(attendees)), counts)
         self._scores = np.zeros(capacity, np.float32)
@@ -329,3 +345,4 @@ class Gallery:
         self._slots = {i: list(range(int(st), int(st + c)))
                        for i, (st, c) in enumerate(zip(starts, counts, strict=True))}
         self._dirty = set(range(total))
+        self._ordered = True

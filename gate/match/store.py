@@ -249,9 +249,10 @@ class TemplateStore:
                 np.frombuffer(entry, np.uint8).fill(0)
         return len(entries)
 
-    def _install(self, records: Array, vectors: Array, tombstones: Array) -> None:
+    def _install(self, records: Array, vectors: Array, tombstones: Array, *,
+                 adopt: bool = False) -> None:
         ids = [bytes(r).decode() for r in records["id"]]
-        self._gallery.replace_all(ids, records["count"].astype(np.int64), vectors)
+        self._gallery.replace_all(ids, records["count"].astype(np.int64), vectors, adopt=adopt)
         self._meta = {i: (int(s), int(v)) for i, s, v in
                       zip(ids, records["seq"], records["valid_until"], strict=True)}
         self._tombs = {bytes(t["id"]).decode(): (int(t["seq"]), int(t["valid_until"]))
@@ -317,13 +318,15 @@ class TemplateStore:
             records["seq"] = [self._meta[i][0] for i in ids]
             records["valid_until"] = [self._meta[i][1] for i in ids]
             records["count"] = self._gallery.counts(ids)
-        vectors = self._gallery.export(ids) if ids else np.zeros((0, DIM), np.float32)
+        vectors, copied = self._gallery.export(ids) if ids else \
+            (np.zeros((0, DIM), np.float32), True)
         try:
             snap = cachefile.seal(self.directory / CACHE_FILE, self._dek, self.binding,
                                   version=self._version, records=records, vectors=vectors,
                                   tombstones=_tomb_array(self._tombs), dim=DIM)
         finally:
-            vectors.fill(0)
+            if copied:
+                vectors.fill(0)
         self._snapshot_size = vectors.nbytes + records.nbytes
         self._journal = Journal(self.directory / JOURNAL_FILE, self._dek, snap)
         self._journal.reset()
@@ -460,9 +463,12 @@ class TemplateStore:
             for v in checked:
                 v.fill(0)
 
-    def replace_arrays(self, records: Array, vectors: Array, tombstones: Array) -> Status:
+    def replace_arrays(self, records: Array, vectors: Array, tombstones: Array, *,
+                       adopt: bool = False) -> Status:
         """:meth:`replace` for a snapshot already in the cache's array layout (fast path for
-        100k templates: checks are vectorised). All or nothing; the caller wipes ``vectors``.
+        100k templates: checks are vectorised). All or nothing. The caller wipes
+        ``vectors`` afterwards, unless ``adopt``: then, once validated, it becomes the
+        store's own matrix (no copy) and the caller must drop it.
         """
         now = self.clock()
         with self._lock:
@@ -486,7 +492,7 @@ class TemplateStore:
                     raise TemplateError("valid_until outside (now, now + max_valid_days]")
             if np.any(records["seq"] > MAX_SEQ) or np.any(tombstones["seq"] > MAX_SEQ):
                 raise TemplateError(f"seq must be an integer 0..{MAX_SEQ}")
-            self._install(records, vectors, tombstones)
+            self._install(records, vectors, tombstones, adopt=adopt)
             self._invalid = None
             if not (self.directory / CACHE_FILE).exists() or self._dek is None:
                 self._dek = self._datakey.create()
