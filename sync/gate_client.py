@@ -174,6 +174,10 @@ class GateSync:
         subs.append((f"gate/v1/{self.venue}/+/events", SubscribeOptions(qos=1, noLocal=True)))
         client.subscribe(subs)
         _no_delay(client)
+        if self._snapshot is not None:
+            # The link dropped mid-snapshot: the rest may never come. Ask for it again;
+            # if it does complete meanwhile, installing it clears the request.
+            self.resync_needed = True
         self._connected.set()
         log.info("sync: connected to %s:%d", self.link.host, self.link.port)
         self.publish_status()
