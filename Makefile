@@ -63,8 +63,8 @@ $(CALIBRATION)/.stamp: tools/requirements-calibration.txt
 calibrate: venv models calibration-data
 	$(VENV)/bin/gatectl eval $(CALIBRATION) --threshold-table
 
-demo: venv models testdata
-	$(PY) -m gate.demo --photos $(TESTDATA)
+demo: venv models testdata calibration-data
+	$(PY) -m gate.demo
 
 lint: venv
 	$(VENV)/bin/ruff check gate sync tools tests

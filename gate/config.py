@@ -98,6 +98,63 @@ class SyncConfig:
 
 
 @dataclass(frozen=True)
+class CameraConfig:
+    """``[camera]``: the frame source."""
+
+    backend: str = option("replay", choices=("replay", "opencv", "picamera2"))
+    source: str = option("", doc="replay: folder or video; opencv: device, index or pipeline")
+    # A lane camera framed on the person in front of the flapper: 640×480 keeps the face
+    # large in BlazeFace's 128-px view (short range) and the frames cheap.
+    width: int = option(640, lo=64, hi=4096)
+    height: int = option(480, lo=64, hi=4096)
+    fps: float = option(30.0, lo=1.0, hi=120.0)
+    retry_max_s: float = option(30.0, lo=1.0, hi=600.0, doc="longest wait between retries")
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    """``[gpio]``: BCM pin numbers and polarities (``0`` = not fitted)."""
+
+    backend: str = option("auto", choices=("auto", "mock"),
+                          doc="auto: gpiozero picks lgpio/RPi.GPIO; mock: simulation")
+    presence_pin: int = option(17, lo=1, hi=63)
+    presence_active_high: bool = True
+    presence_debounce_s: float = option(0.05, lo=0.0, hi=2.0)
+    passage_pin: int = option(27, lo=1, hi=63)
+    passage_active_high: bool = True
+    relay_pin: int = option(22, lo=1, hi=63)
+    relay_active_high: bool = True
+    emergency_pin: int = option(23, lo=0, hi=63)
+    emergency_active_high: bool = False  # a closed fire loop holds the line high
+    green_pin: int = option(5, lo=0, hi=63)
+    red_pin: int = option(6, lo=0, hi=63)
+    amber_pin: int = option(13, lo=0, hi=63)
+    buzzer_pin: int = option(0, lo=0, hi=63)
+    safe_state: str = option("closed", choices=("closed", "open"),
+                             doc="flapper on stop/crash: closed, or open where fire code "
+                                 "requires a fail-open lane")
+
+
+@dataclass(frozen=True)
+class LaneConfig:
+    """``[lane]``: the decision policy."""
+
+    mode: str = option("identify", choices=("identify", "verify"))
+    k: int = option(2, lo=1, hi=10, doc="frames that must agree on the same attendee...")
+    n: int = option(3, lo=1, hi=20, doc="...among this many decided frames")
+    max_attempts: int = option(3, lo=1, hi=20, doc="k-of-n rounds before the staffed lane")
+    fusion: bool = option(False, doc="average the k best frames' embeddings, decide once")
+    open_timeout_s: float = option(6.0, lo=1.0, hi=60.0)
+    decide_timeout_s: float = option(8.0, lo=1.0, hi=120.0,
+                                     doc="no decision this long after arrival: staffed lane")
+    reentry: bool = False
+    entry_window_h: float = option(24.0, lo=0.1, hi=24 * 30,
+                                   doc="anti-passback looks back this far")
+    pad: str = option("off", choices=("off",),
+                      doc="presentation-attack detection: none validated yet")
+
+
+@dataclass(frozen=True)
 class MatchConfig:
     """``[match]``: the 1:N decision."""
 
@@ -168,6 +225,9 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     match: MatchConfig = field(default_factory=MatchConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    gpio: GpioConfig = field(default_factory=GpioConfig)
+    lane: LaneConfig = field(default_factory=LaneConfig)
 
     @property
     def models_dir(self) -> Path:
@@ -245,6 +305,13 @@ def _cross_checks(cfg: Config) -> None:
     q = cfg.quality
     if q.min_brightness >= q.max_brightness:
         raise ConfigError("quality.min_brightness", "must be below quality.max_brightness")
+    if cfg.lane.k > cfg.lane.n:
+        raise ConfigError("lane.k", f"must not exceed lane.n ({cfg.lane.n})")
+    g = cfg.gpio
+    used = [p for p in (g.presence_pin, g.passage_pin, g.relay_pin, g.emergency_pin,
+                        g.green_pin, g.red_pin, g.amber_pin, g.buzzer_pin) if p]
+    if len(used) != len(set(used)):
+        raise ConfigError("gpio", "two devices share one pin")
     if cfg.sync.enabled:
         if not cfg.sync.central_keys:
             raise ConfigError("sync.central_keys", "at least one central key must be pinned")

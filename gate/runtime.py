@@ -1,0 +1,235 @@
+"""The gate loop: sensors → policy → camera → pipeline → matcher → relay and lights.
+
+One :meth:`GateRuntime.step` reads the inputs, captures and analyses one frame only while
+the policy is in ``present`` (the camera is closed otherwise: promise P3), lets the pure
+:class:`~gate.policy.LanePolicy` decide, and carries out its command. After every analysed
+frame the camera buffer, the pipeline's buffers and the probe are zero-filled (P2).
+Events it reports carry no attendee id (P10); entries go to the outbox only when the
+passage sensor confirms them. On any exit from :meth:`run` the relay goes to its safe
+state, the camera closes and the buffers are wiped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from gate.camera.base import Camera, CameraError
+from gate.config import Config
+from gate.detect.pad import AttackDetector, NoDetector
+from gate.detect.ticket import TicketReader
+from gate.io.devices import GateIO
+from gate.match.store import TemplateStore
+from gate.pipeline import FacePipeline
+from gate.policy import Command, Inputs, LanePolicy, Phase, Verdict
+from gate.types import Array, Image
+
+log = logging.getLogger(__name__)
+
+#: How often the idle loop looks at the sensors (camera off: near-zero CPU).
+IDLE_POLL_S = 0.02
+
+
+class EntryLog(Protocol):
+    """Where confirmed entries go and where earlier ones are looked up (anti-passback)."""
+
+    def publish_event(self, attendee: str, at: float | None = None) -> str: ...
+
+    def entered_since(self, attendee: str, since: float) -> list[tuple[str, int]]: ...
+
+
+@dataclass
+class Stats:
+    """Counters for status and benchmarks (no ids)."""
+
+    frames: int = 0
+    decisions: dict[str, int] = field(default_factory=dict)
+    entries: int = 0
+    denials: int = 0
+    camera_errors: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    last_event: str = ""
+
+
+class GateRuntime:
+    """Runs one lane. Construct with the parts; call :meth:`run` (or :meth:`step`)."""
+
+    def __init__(self, cfg: Config, *, camera: Camera, io: GateIO, pipeline: FacePipeline,
+                 store: TemplateStore, entries: EntryLog, pad: AttackDetector | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time,
+                 report: Callable[[dict[str, Any]], None] | None = None) -> None:
+        lane = cfg.lane
+        self.cfg, self.camera, self.io, self.pipeline = cfg, camera, io, pipeline
+        self.store, self.entries, self.clock, self.wall = store, entries, clock, wall
+        self.pad = pad or NoDetector()
+        self.report = report or (lambda e: log.info("lane: %s", e))
+        k, n = (1, 1) if lane.fusion else (lane.k, lane.n)
+        self.policy = LanePolicy(k=k, n=n, max_attempts=lane.max_attempts,
+                                 open_timeout_s=lane.open_timeout_s,
+                                 decide_timeout_s=lane.decide_timeout_s, reentry=lane.reentry)
+        self.tickets = TicketReader() if lane.mode == "verify" else None
+        self.stats = Stats()
+        self._fused = np.zeros((lane.k, 192), np.float32)
+        self._fused_n = 0
+        self._first_face: float | None = None
+        self._camera_retry_at = 0.0
+        self._camera_backoff = 1.0
+        self.heartbeat = 0.0  # last time a step completed (for the service watchdog)
+
+    # --- one step ----------------------------------------------------------------------
+
+    def step(self) -> Command:
+        """Read sensors, maybe analyse a frame, apply the policy's command."""
+        now = self.clock()
+        inputs = Inputs(self.io.presence, self.io.passage, self.io.emergency, now)
+        verdict = None
+        if self.policy.phase is Phase.PRESENT and inputs.presence and not inputs.emergency:
+            verdict = self._analyse(now)
+        before = self.policy.phase
+        cmd = self.policy.tick(inputs, verdict)
+        self._apply(cmd, before)
+        self.heartbeat = self.clock()
+        return cmd
+
+    def _apply(self, cmd: Command, before: Phase) -> None:
+        if cmd.relay_open and not self.io.flapper_open:
+            self.io.open_flapper()
+            if before is Phase.PRESENT and cmd.phase is Phase.OPEN and \
+                    self._first_face is not None:
+                self.stats.latencies_ms.append((self.clock() - self._first_face) * 1000)
+        elif not cmd.relay_open and self.io.flapper_open:
+            self.io.close_flapper()
+        if cmd.indication is not self.io.indication:
+            self.io.show(cmd.indication)
+        if not cmd.capture:
+            self._stop_capture()
+        if cmd.entry is not None:
+            self.entries.publish_event(cmd.entry, self.wall())
+            self.stats.entries += 1
+        if cmd.phase is Phase.DENIED and before is not Phase.DENIED:
+            self.stats.denials += 1
+        if cmd.event:
+            self.stats.last_event = cmd.event
+            self.report({"phase": cmd.phase.value, "event": cmd.event,
+                         "indication": cmd.indication.value, "prompt": cmd.prompt})
+
+    def _stop_capture(self) -> None:
+        if self.camera.is_open:
+            self.camera.close()
+        self._first_face = None
+        self._fused.fill(0)
+        self._fused_n = 0
+
+    # --- analysis ----------------------------------------------------------------------
+
+    def _analyse(self, now: float) -> Verdict | None:
+        frame = self._frame(now)
+        if frame is None:
+            return None
+        try:
+            return self._judge(frame)
+        finally:
+            self.camera.wipe()
+            self.pipeline.wipe()
+
+    def _frame(self, now: float) -> Image | None:
+        if now < self._camera_retry_at:
+            return None
+        try:
+            self.camera.open()
+            frame = self.camera.read()
+        except CameraError as exc:
+            self.stats.camera_errors += 1
+            self._camera_retry_at = now + self._camera_backoff
+            self._camera_backoff = min(self._camera_backoff * 2, self.cfg.camera.retry_max_s)
+            self.report({"phase": self.policy.phase.value, "event": f"camera fault: {exc}",
+                         "indication": self.io.indication.value, "prompt": None})
+            self.camera.close()
+            return None
+        self._camera_backoff = 1.0
+        self.stats.frames += 1
+        return frame
+
+    def _judge(self, frame: Image) -> Verdict:
+        t = self.clock()
+        result = self.pipeline.process(frame)
+        if result.faces and self._first_face is None:
+            self._first_face = t
+        m = result.measures
+        sizeable = m.faces_sizeable if m is not None else len(result.faces)
+        if sizeable >= 2:
+            return Verdict(faces=sizeable)
+        if result.issues or result.embedding is None or result.face is None:
+            issue = result.issues[0] if result.issues else None
+            return Verdict(faces=len(result.faces),
+                           issue=issue.reason.value if issue else "no_face",
+                           prompt=issue.reason.prompt if issue else "Please look at the camera")
+        live = self.pad.check(frame, result.face).live
+        embedding = result.embedding
+        if self.cfg.lane.fusion:
+            fused = self._fuse(embedding)
+            if fused is None:
+                return Verdict(faces=1)
+            embedding = fused
+        try:
+            return self._decide(frame, embedding, live)
+        finally:
+            if self.cfg.lane.fusion:
+                self._fused.fill(0)
+
+    def _fuse(self, embedding: Array) -> Array | None:
+        """Average the embeddings of the last k usable frames (None until there are k)."""
+        self._fused[self._fused_n] = embedding
+        self._fused_n += 1
+        if self._fused_n < len(self._fused):
+            return None
+        self._fused_n = 0
+        mean: Array = self._fused.sum(axis=0)
+        mean /= max(float(np.linalg.norm(mean)), 1e-12)
+        return mean
+
+    def _decide(self, frame: Image, embedding: Array, live: bool) -> Verdict:
+        if self.tickets is not None:
+            claimed = self.tickets.read(frame)
+            if claimed is None:
+                return Verdict(faces=1, issue="no_ticket",
+                               prompt="Please show your ticket's QR code")
+            decision = self.store.verify(claimed, embedding)
+        else:
+            decision = self.store.identify(embedding)
+        outcome = decision.outcome.value
+        self.stats.decisions[outcome] = self.stats.decisions.get(outcome, 0) + 1
+        entered = False
+        if decision.attendee is not None:
+            since = self.wall() - self.cfg.lane.entry_window_h * 3600
+            entered = bool(self.entries.entered_since(decision.attendee, since))
+        return Verdict(faces=1, outcome=outcome, attendee=decision.attendee,
+                       already_entered=entered, live=live)
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Step until ``stop`` is set. Whatever ends the loop, the lane is left safe."""
+        try:
+            while not stop.is_set():
+                cmd = self.step()
+                if not cmd.capture:
+                    stop.wait(IDLE_POLL_S)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Relay to its safe state, camera closed, every buffer zeroed."""
+        try:
+            self.io.safe()
+        finally:
+            self._stop_capture()
+            self.camera.close()
+            self.pipeline.wipe()
