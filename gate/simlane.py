@@ -143,7 +143,10 @@ class SimulatedLane:
     def stop(self) -> None:
         """Stop the loop (the runtime leaves the lane safe) and release the pins."""
         self._stop.set()
-        self._thread.join(10)
+        if self._thread.is_alive():
+            self._thread.join(10)
+        else:  # stepped by hand (tests): leave it safe the same way the loop would
+            self.runtime.close()
         self.io.close()
 
     def _wait(self, cond: Callable[[], bool], timeout: float) -> bool:

@@ -152,33 +152,21 @@ def test_debug_env_shows_the_traceback(cfg_file, tmp_path, capsys, monkeypatch):
     assert "Traceback" in capsys.readouterr().err
 
 
-def test_demo_runs_on_the_photos(photos, cfg_file, capsys):
+def test_demo_without_a_broker_keeps_events_in_the_outbox(photos, models_dir, tmp_path,
+                                                         capsys):
     from gate.demo import main as demo
 
-    assert demo(["--photos", str(photos), "--config", str(cfg_file)]) == 0
+    portraits = Path(__file__).resolve().parent.parent / "build" / "calibration" / "radar"
+    assert demo(["--workdir", str(tmp_path / "w"), "--models", str(models_dir), "--photos",
+                 str(photos), "--portraits", str(portraits), "--no-broker"]) == 0
     out = capsys.readouterr().out
-    assert "✓ usable" in out and "cut_off" in out and "cosine similarity" in out
+    assert "recognised: flapper open" in out
+    assert "entry events waiting in the outbox for a broker: 1" in out
 
 
-def test_bench_store_small(capsys):
-    assert main(["bench", "--store", "--sizes", "500", "2000", "--json"]) == EXIT_OK
-    report = json.loads(capsys.readouterr().out)
-    assert [r["templates"] for r in report["search"]] == [500, 2000]
-    assert report["load"]["templates"] == 2000 and report["load"]["seconds"] > 0
-    assert report["changes"]["revoke_per_s"] > 0
+def test_demo_without_portraits_says_what_to_run(photos, models_dir, tmp_path, capsys):
+    from gate.demo import main as demo
 
-
-def test_bench_without_photos_or_store(capsys):
-    assert main(["bench"]) == EXIT_DATA
-    assert "--photos" in _one_line_error(capsys)
-
-
-def test_bench_store_bad_sizes(capsys):
-    assert main(["bench", "--store", "--sizes", "5"]) == EXIT_DATA
-    assert "--sizes" in _one_line_error(capsys)
-
-
-def test_threshold_table_needs_many_people(cfg_file, people, capsys):
-    assert main(["--config", str(cfg_file), "eval", str(people), "--threshold-table"]) \
-        == EXIT_DATA
-    assert "150 different people" in _one_line_error(capsys)
+    assert demo(["--workdir", str(tmp_path / "w"), "--models", str(models_dir), "--photos",
+                 str(photos), "--portraits", str(tmp_path), "--no-broker"]) == 1
+    assert "make calibration-data" in capsys.readouterr().err
