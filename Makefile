@@ -9,7 +9,7 @@ TESTDATA := build/testdata/face_recognition
 FACES94 ?= ../shared/datasets/faces94-female
 
 .PHONY: all venv models testdata calibration-data calibrate demo test lint bench bench-peer \
-	bench-sync eval clean distclean
+	bench-sync bench-lane eval clean distclean
 
 all: test
 
@@ -81,6 +81,10 @@ bench: venv models testdata
 
 # Accuracy on faces94 (read in place from ../shared/datasets): both embedders, the
 # BlazeFace-only fallback alignment, and open-set 1:N identification.
+# The whole lane in simulation: first face → relay latency, queue throughput, CPU/RSS.
+bench-lane: venv models testdata calibration-data
+	$(PY) -m gate.lanebench
+
 # Sync protocol through a local TLS Mosquitto: revocation round trip, 100k snapshot, outbox.
 bench-sync: venv
 	$(PY) -m sync.bench
