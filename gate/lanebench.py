@@ -150,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['p95_ms']:.0f} ms ({r['visits']} people, replay camera at 30 fps)")
     t = report["throughput"]
     print(f"queue of {t['people']}: {t['per_minute']:.0f} persons/min ({t['entered']} entered, "
-          f"{t['seconds']:.0f} s; {t['walk_s']} s from open to the beam, as long again "
-          f"through it)")
+          f"{t['seconds']:.0f} s; {t['walk_s']} s from open to the beam, half that in it"
+          ")")
     print(f"CPU: {t['idle_cpu_pct']:.1f} % of a core with the lane empty (camera off), "
           f"{t['busy_cpu_pct']:.0f} % busy; RSS {t['idle_rss_mb']:.0f} MB idle, "
           f"{t['busy_rss_mb']:.0f} MB busy (peak {report['max_rss_mb']:.0f} MB)")

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from gate.config import Config
+from gate.errors import EvalError
 from gate.eval import runner
 from gate.eval.datasets import load_folder, parse_pairs
 from gate.pipeline import FacePipeline
+from gate.types import Image
 
 
 def add_parser(sub: Any) -> None:
@@ -40,7 +42,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--margin", type=float, default=0.05,
                    help="best − second-best margin rule reported beside no margin")
     p.add_argument("--splits", type=int, default=10, help="random galleries pooled per size")
+    p.add_argument("--fuse", type=int, default=1,
+                   help="with --openset: each probe averages this many images of one person")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--blur", type=float, default=0.0, metavar="SIGMA",
+                   help="blur every image first (Gaussian sigma in image pixels)")
     p.add_argument("--json", action="store_true", help="machine-readable output, no progress")
     p.set_defaults(run=run)
 
@@ -58,13 +64,22 @@ def _configured(cfg: Config, args: argparse.Namespace) -> Config:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Evaluate and print the report."""
     cfg = _configured(cfg, args)
+    if args.fuse < 1 or not 0 <= args.blur <= 50:
+        raise EvalError("--fuse must be ≥ 1 and --blur between 0 and 50")
+    transform = None
+    if args.blur > 0:
+        from gate.eval import degrade
+
+        def transform(image: Image) -> Image:
+            return degrade.blur(image, args.blur)
     model = args.model or cfg.models.embedder
     pipeline = FacePipeline.from_config(cfg, embedder=model)
     setup = {"dataset": str(args.dir), "model": model,
              "model_file": pipeline.embedder.model.name,
              "runtime": pipeline.embedder.model.backend, "threads": cfg.models.threads,
              "align": "mesh" if cfg.detect.landmarks else "blazeface",
-             "flip_average": cfg.embed.flip_average, "quality_gate": args.quality_gate}
+             "flip_average": cfg.embed.flip_average, "quality_gate": args.quality_gate,
+             "blur": args.blur}
     progress = not args.json
     if args.pairs is not None:
         ds = parse_pairs(args.pairs, args.dir)
@@ -76,7 +91,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     else:
         folder = load_folder(args.dir)
         emb = runner.embed_all(pipeline, folder.images, progress=progress,
-                               quality_gate=args.quality_gate)
+                               quality_gate=args.quality_gate, transform=transform)
         if args.threshold_table:
             report = runner.calibrate(emb, folder.labels, model=model, source=str(args.dir))
         elif args.openset:
@@ -84,7 +99,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             sizes = args.gallery_size or [max(2, people // 2)]
             report = runner.openset_folder(emb, folder.labels, gallery_sizes=sizes,
                                            margin=args.margin, splits=args.splits,
-                                           seed=args.seed)
+                                           seed=args.seed, fuse=args.fuse)
         else:
             report = runner.verify_folder(emb, folder.labels, seed=args.seed)
     report = {**setup, **report, "stage_ms_p50": runner.stage_summary(emb)}
@@ -136,7 +151,8 @@ def _format_openset(r: dict[str, Any]) -> list[str]:
     lines = []
     for res in r["results"]:
         rule = f"margin {res['margin']:.2f}" if res["margin"] else "no margin"
-        head = (f"gallery {res['gallery_size']} people ({res['splits']} random galleries "
+        fused = f", probes fuse {res['fuse']} images" if res.get("fuse", 1) > 1 else ""
+        head = (f"gallery {res['gallery_size']} people{fused} ({res['splits']} random galleries "
                 f"pooled, {rule}): rank-1 {_pct(res['rank1'])}; "
                 f"{res['mated_searches']} mated, {res['nonmated_searches']} non-mated searches")
         lines.append(head)

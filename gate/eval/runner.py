@@ -21,7 +21,7 @@ from __future__ import annotations
 import collections
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from gate.eval import metrics
 from gate.eval.datasets import all_pairs
 from gate.images import load_image
 from gate.pipeline import STAGES, FacePipeline
-from gate.types import Array
+from gate.types import Array, Image
 
 FARS = (1e-3, 1e-4)
 FPIRS = (1e-1, 1e-2, 1e-3)
@@ -79,11 +79,13 @@ class Progress:
 
 
 def embed_all(pipeline: FacePipeline, paths: Sequence[Path], *, progress: bool = False,
-              quality_gate: bool = True) -> Embedded:
+              quality_gate: bool = True,
+              transform: Callable[[Image], Image] | None = None) -> Embedded:
     """Embed the most prominent face of each image.
 
     With ``quality_gate`` False, faces that fail a quality check are embedded anyway
     (to measure what the checks are worth); images with no face stay unusable.
+    ``transform`` degrades each image first (e.g. blur: a worse camera or motion).
     """
     out = Embedded(embeddings=np.zeros((len(paths), EMBED_DIM), np.float32),
                    row=np.full(len(paths), -1, np.int64),
@@ -98,6 +100,10 @@ def embed_all(pipeline: FacePipeline, paths: Sequence[Path], *, progress: bool =
             del exc
             bar.update(i + 1)
             continue
+        if transform is not None:
+            degraded = transform(image)
+            image.fill(0)
+            image = degraded
         start = time.perf_counter()
         result = pipeline.process(image, embed_rejected=not quality_gate)
         out.ms.append((time.perf_counter() - start) * 1000.0)
@@ -222,12 +228,33 @@ def verify_pairs(emb: Embedded, pairs: Sequence[tuple[int, int, bool]],
     return report
 
 
+def _probes(vectors: Array, owners: list[int], fuse: int) -> tuple[Array, list[int]]:
+    """Probes as the gate would form them: with ``fuse`` > 1, the normalised mean of each
+    run of ``fuse`` consecutive images of one person (multi-frame fusion)."""
+    if fuse <= 1:
+        return vectors, owners
+    out, ids = [], []
+    start = 0
+    while start < len(owners):
+        end = start
+        while end < len(owners) and owners[end] == owners[start] and end - start < fuse:
+            end += 1
+        if end - start == fuse:
+            mean = vectors[start:end].sum(axis=0)
+            out.append(mean / np.linalg.norm(mean))
+            ids.append(owners[start])
+        start = end
+    return np.asarray(out, np.float32).reshape(-1, vectors.shape[1]), ids
+
+
 def openset_folder(emb: Embedded, labels: Sequence[str], *, gallery_sizes: Sequence[int],
-                   margin: float, splits: int = 10, seed: int = 0) -> dict[str, Any]:
+                   margin: float, splits: int = 10, seed: int = 0,
+                   fuse: int = 1) -> dict[str, Any]:
     """Open-set identification: enrol one image per gallery person, search with the rest.
 
     For each gallery size, ``splits`` random draws of enrolled people (and of the image
-    each enrols) are pooled; people not drawn supply the non-mated searches.
+    each enrols) are pooled; people not drawn supply the non-mated searches. With
+    ``fuse`` > 1 every probe is the mean of that many images of one person.
     """
     usable = emb.usable
     by_person: dict[str, list[int]] = collections.defaultdict(list)
@@ -254,11 +281,16 @@ def openset_folder(emb: Embedded, labels: Sequence[str], *, gallery_sizes: Seque
                 gallery_ids.append(pid)
                 mated_rows += rows
                 mated_ids += [pid] * len(rows)
-            outsiders = [r for p in people if p not in set(enrolled) for r in by_person[p]]
+            outsider_rows, outsider_ids = [], []
+            for k, p in enumerate(q for q in people if q not in set(enrolled)):
+                outsider_rows += by_person[p]
+                outsider_ids += [-1 - k] * len(by_person[p])
             gal = emb.embeddings[gallery_rows]
             ids = np.asarray(gallery_ids)
-            best_id, m_best, m_second = metrics.search(gal, ids, emb.embeddings[mated_rows])
-            _, n_best, n_second = metrics.search(gal, ids, emb.embeddings[outsiders])
+            mated, mated_ids = _probes(emb.embeddings[mated_rows], mated_ids, fuse)
+            strangers, _ = _probes(emb.embeddings[outsider_rows], outsider_ids, fuse)
+            best_id, m_best, m_second = metrics.search(gal, ids, mated)
+            _, n_best, n_second = metrics.search(gal, ids, strangers)
             pools["correct"].append(best_id == np.asarray(mated_ids))
             pools["m_best"].append(m_best)
             pools["m_second"].append(m_second)
@@ -270,7 +302,7 @@ def openset_folder(emb: Embedded, labels: Sequence[str], *, gallery_sizes: Seque
                                          cat["n_best"], cat["n_second"], fpirs=FPIRS,
                                          margin=rule_margin, gallery_size=size)
             results.append({
-                "gallery_size": size, "margin": rule_margin, "splits": splits,
+                "gallery_size": size, "margin": rule_margin, "splits": splits, "fuse": fuse,
                 "mated_searches": res.mated, "nonmated_searches": res.nonmated,
                 "rank1": res.rank1,
                 "fnir_at_fpir": [{"fpir": p.fpir, "fnir": p.fnir, "threshold": p.threshold,
