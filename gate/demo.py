@@ -127,17 +127,22 @@ def _run(args: argparse.Namespace) -> int:
             out.line("revoked visitor-c")
         lane = SimulatedLane(cfg, pipeline=pipe, store=store, entries=sync, report=out.lane)
         lane.start()
-        script = [("visitor-a (enrolled)", Visitor("a", (people["a_probe"],))),
-                  ("a stranger (not enrolled)", Visitor("b", (people["b"],))),
-                  ("visitor-c (enrolment cancelled)", Visitor("c", (people["c"],))),
-                  ("two people at once", Visitor("ab", (people["a_probe"], people["b"]))),
-                  ("fire alarm", Visitor("fire", kind=Kind.EMERGENCY)),
-                  ("visitor-e (enrolled) stops in front of the open flapper",
+        script = [("visitor-a (enrolled) steps into the lane",
+                   Visitor("a", (people["a_probe"],))),
+                  ("a stranger (not enrolled) steps into the lane",
+                   Visitor("b", (people["b"],))),
+                  ("visitor-c (enrolment cancelled) steps into the lane",
+                   Visitor("c", (people["c"],))),
+                  ("two people step into the lane together",
+                   Visitor("ab", (people["a_probe"], people["b"]))),
+                  ("the fire alarm goes off", Visitor("fire", kind=Kind.EMERGENCY)),
+                  ("visitor-e (enrolled) steps in, then stops at the open flapper",
                    Visitor("e", (people["e"],), Kind.STAY)),
-                  ("visitor-a again (already inside)", Visitor("a2", (people["a_probe"],)))]
+                  ("visitor-a tries again (already inside)",
+                   Visitor("a2", (people["a_probe"],)))]
         print("\nthe queue")
         for title, visitor in script:
-            out.line(f"→ {title} steps into the lane")
+            out.line(f"→ {title}")
             lane.visit(visitor, patience_s=cfg.lane.decide_timeout_s + 1)
         lane.stop()
         stats = lane.runtime.stats

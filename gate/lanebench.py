@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for r in report["latency"]:
         print(f"first face → relay, k={r['k']}: p50 {r['p50_ms']:.0f} ms, p95 "
-              f"{r['p95_ms']:.0f} ms ({r['visits']} people, replay camera at 30 fps)")
+              f"{r['p95_ms']:.0f} ms ({r['visits']} visits, {len(people)} enrolled, replay "
+              "camera at 30 fps)")
     t = report["throughput"]
     print(f"queue of {t['people']}: {t['per_minute']:.0f} persons/min ({t['entered']} entered, "
           f"{t['seconds']:.0f} s; {t['walk_s']} s from open to the beam, half that in it"

@@ -60,7 +60,7 @@ class Verdict:
     """What one analysed frame (or fused set of frames) says, as plain values.
 
     ``outcome`` is the matcher's outcome code when a decision was made ("match",
-    "below_threshold", "ambiguous", "empty", "cache_invalid"), else None.
+    "below_threshold", "ambiguous", "empty", "expired", "cache_invalid"), else None.
     """
 
     faces: int = 0

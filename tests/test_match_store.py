@@ -192,6 +192,24 @@ def test_expired_templates_are_purged_offline_and_at_load(tmp_path, clock):
     assert status.attendees == 0 and status.tombstones == 0
 
 
+def test_an_attendee_expiring_between_purges_is_refused_and_purged(tmp_path, clock):
+    """P7 at decision time: no purge has run since att-001 expired, yet they must not
+    match, in 1:N or 1:1, and their templates go at once."""
+    s = make_store(tmp_path / "state", clock)
+    s.load()
+    s.upsert([enrol("att-001", until=T0 + DAY), enrol("att-002", until=T0 + 3 * DAY)])
+    assert s.identify(probe("att-001")).attendee == "att-001"
+    clock.now = T0 + DAY
+    assert s.verify("att-001", probe("att-001")).outcome is Outcome.EXPIRED
+    assert "att-001" not in s
+    s.upsert([enrol("att-003", until=T0 + 2 * DAY)])
+    clock.now = T0 + 2 * DAY + 1
+    decision = s.identify(probe("att-003"))
+    assert decision.outcome is Outcome.EXPIRED and decision.attendee is None
+    assert "att-003" not in s
+    assert s.identify(probe("att-002")).attendee == "att-002"
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"templates": np.zeros((1, 100), np.float32)}, "vectors of 192"),
     ({"templates": np.zeros((4, 192), np.float32)}, "1-3 vectors"),

@@ -21,6 +21,7 @@ class Outcome(enum.Enum):
     AMBIGUOUS = "ambiguous"
     EMPTY = "empty"
     CACHE_INVALID = "cache_invalid"
+    EXPIRED = "expired"  # the best match's templates ran out (purged on the spot)
 
 
 @dataclass(frozen=True)

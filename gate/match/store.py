@@ -537,9 +537,18 @@ class TemplateStore:
         probe = self.protector.protect(embedding, out=self._probe)
         try:
             found = self._gallery.search(probe, threshold=self.threshold, margin=self.margin)
-            return decide(found, threshold=self.threshold, margin=self.margin)
+            decision = decide(found, threshold=self.threshold, margin=self.margin)
         finally:
             self._probe.fill(0)
+        return self._unless_expired(decision)
+
+    def _unless_expired(self, decision: Decision) -> Decision:
+        # Purges run at open, on central's command and on the service's timer; between
+        # two of them an attendee can expire, and must not open the gate (promise P7).
+        if decision.attendee is None or self._meta[decision.attendee][1] > self.clock():
+            return decision
+        self.purge_expired()
+        return Decision(Outcome.EXPIRED, None, decision.best, decision.second)
 
     @_locked
     def verify(self, attendee: str, embedding: Array) -> Decision:
@@ -562,8 +571,9 @@ class TemplateStore:
             self._probe.fill(0)
         threshold = self.policy.for_size(1)
         outcome = Outcome.MATCH if best >= threshold else Outcome.BELOW_THRESHOLD
-        return Decision(outcome, attendee if outcome is Outcome.MATCH else None, best,
-                        -math.inf)
+        return self._unless_expired(
+            Decision(outcome, attendee if outcome is Outcome.MATCH else None, best,
+                     -math.inf))
 
     @_locked
     def wipe(self) -> None:
