@@ -52,6 +52,21 @@ def test_example_config_is_valid():
     ({"cache": {"max_valid_days": 0}}, "cache.max_valid_days", "must be ≥ 1"),
     ({"cache": {"allow_ephemeral_keys": "yes"}}, "cache.allow_ephemeral_keys", "true or false"),
     ({"cache": {"key": "abc"}}, "cache.key", "unknown key"),
+    ({"camera": {"backend": "webcam"}}, "camera.backend", "must be one of"),
+    ({"camera": {"width": 32}}, "camera.width", "must be ≥ 64"),
+    ({"camera": {"fps": float("nan")}}, "camera.fps", "finite"),
+    ({"camera": {"source": ["/dev/video0"]}}, "camera.source", "must be a string"),
+    ({"gpio": {"relay_pin": 99}}, "gpio.relay_pin", "must be ≤ 63"),
+    ({"gpio": {"relay_pin": "GPIO22"}}, "gpio.relay_pin", "must be an integer"),
+    ({"gpio": {"safe_state": "ajar"}}, "gpio.safe_state", "must be one of"),
+    ({"gpio": {"presence_debounce_s": -1}}, "gpio.presence_debounce_s", "must be ≥ 0"),
+    ({"gpio": {"relay_active_high": "low"}}, "gpio.relay_active_high", "true or false"),
+    ({"lane": {"mode": "guess"}}, "lane.mode", "must be one of"),
+    ({"lane": {"k": 0}}, "lane.k", "must be ≥ 1"),
+    ({"lane": {"pad": "on"}}, "lane.pad", "must be one of"),
+    ({"lane": {"open_timeout_s": 0.1}}, "lane.open_timeout_s", "must be ≥ 1"),
+    ({"lane": {"doors": 2}}, "lane.doors", "unknown key"),
+    ({"lane": {"k": 3, "n": 2}}, "lane.k", "must not exceed lane.n"),
 ])
 def test_bad_values_name_their_key(data, path, reason):
     with pytest.raises(ConfigError) as err:

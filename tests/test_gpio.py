@@ -99,3 +99,48 @@ def test_pins_must_not_collide():
         from_dict({"gpio": {"relay_pin": 17}})
     with pytest.raises(ConfigError, match=r"gpio\.relay_pin"):
         from_dict({"gpio": {"relay_pin": 99}})
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_presence_counts_only_once_the_line_has_been_steady(factory):
+    """A flicker shorter than ``presence_debounce_s`` is ignored; a steady line counts
+    after it, measured from the edge (not from the next poll)."""
+    clock = FakeClock()
+    cfg = dataclasses.replace(CFG, presence_debounce_s=0.2)
+    pin = factory.pin(cfg.presence_pin)
+    with GateIO(cfg, pin_factory=factory, clock=clock) as io:
+        pin.drive_high()
+        clock.now += 0.1
+        pin.drive_low()  # a 100 ms flicker
+        clock.now += 0.3
+        assert not io.presence
+        pin.drive_high()
+        clock.now += 0.19
+        assert not io.presence
+        clock.now += 0.02
+        assert io.presence  # 210 ms after the edge, though first polled at 190 ms
+        pin.drive_low()
+        clock.now += 0.05
+        assert io.presence  # a short drop-out (someone turning) keeps the lane busy
+        pin.drive_high()
+        clock.now += 0.5
+        assert io.presence
+        pin.drive_low()
+        clock.now += 0.25
+        assert not io.presence
+
+
+def test_zero_debounce_follows_the_pin_at_once(factory):
+    cfg = dataclasses.replace(CFG, presence_debounce_s=0.0)
+    with GateIO(cfg, pin_factory=factory, clock=FakeClock()) as io:
+        factory.pin(cfg.presence_pin).drive_high()
+        assert io.presence
+        factory.pin(cfg.presence_pin).drive_low()
+        assert not io.presence

@@ -56,8 +56,10 @@ def store(tmp_path, faces, pipeline):
 
 
 def make_lane(config, pipeline, store, entries=None, **lane):
+    # Stepped by hand, without waiting: no presence debounce (tested in test_gpio.py).
     cfg = dataclasses.replace(config, lane=dataclasses.replace(config.lane, **lane),
-                              gpio=dataclasses.replace(config.gpio, backend="mock"))
+                              gpio=dataclasses.replace(config.gpio, backend="mock",
+                                                       presence_debounce_s=0.0))
     return SimulatedLane(cfg, pipeline=pipeline, store=store, entries=entries or Entries(),
                          fps=240)
 
@@ -284,3 +286,24 @@ def test_unverified_pad_is_labelled_and_passes_everyone():
     assert pad.check(np.zeros((4, 4, 3), np.uint8), None).live  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown"):
         make("deep-liveness-9000")
+
+
+def test_relay_pin_timing_when_nobody_walks_through(config, pipeline, store, faces):
+    """Relay pin: off → on at the decision → off again ``open_timeout_s`` later, no event."""
+    entries = Entries()
+    lane = make_lane(config, pipeline, store, entries, open_timeout_s=1.0)
+    relay = lane.factory.pin(lane.cfg.gpio.relay_pin)
+    try:
+        relay.clear_states()
+        lane.scene = compose((faces["obama3"],))
+        lane.presence(True)
+        run_until(lane, {Phase.OPEN})
+        deadline = time.monotonic() + 3
+        while lane.io.flapper_open and time.monotonic() < deadline:
+            lane.runtime.step()
+            time.sleep(0.005)
+        assert [s.state for s in relay.states] == [False, True, False]
+        assert relay.states[-1].timestamp == pytest.approx(1.0, abs=0.15)
+        assert entries.sent == []
+    finally:
+        lane.stop()

@@ -14,6 +14,8 @@ when the object is used as a context manager and the block exits by any path.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -30,25 +32,54 @@ _LIGHTS = {
 }
 
 
+class Debounced:
+    """A polled input that changes only after the raw value has held for ``hold_s``.
+
+    gpiozero's ``bounce_time`` suppresses edges after an edge, which would let a single
+    spike through and then hide its falling edge; a presence sensor wants the opposite:
+    a person counts once the line has been steady, and a flicker is ignored.
+    """
+
+    def __init__(self, hold_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.hold_s, self.clock = hold_s, clock
+        self._stable = self._raw = False
+        self._since = -float("inf")
+
+    def edge(self, raw: bool) -> None:
+        """The line changed (an edge callback): the hold starts now, not at the next poll."""
+        if raw != self._raw:
+            self._raw, self._since = raw, self.clock()
+
+    def update(self, raw: bool) -> bool:
+        """Feed the polled reading; returns the debounced value."""
+        self.edge(raw)  # an edge the callbacks missed counts from now
+        if self.clock() - self._since >= self.hold_s:
+            self._stable = raw
+        return self._stable
+
+
 class GateIO:
     """The lane's inputs and outputs."""
 
-    def __init__(self, cfg: GpioConfig, *, pin_factory: Any = None) -> None:
+    def __init__(self, cfg: GpioConfig, *, pin_factory: Any = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         from gpiozero import LED, Buzzer, DigitalInputDevice, OutputDevice
 
         self.cfg = cfg
         self.indication = Indication.OFF
 
-        def inp(pin: int, active_high: bool, bounce: float | None) -> Any:
+        def inp(pin: int, active_high: bool) -> Any:
             # pull_up=None + active_state: the sensor drives the line both ways.
             return DigitalInputDevice(pin, pull_up=None, active_state=active_high,
-                                      bounce_time=bounce, pin_factory=pin_factory)
+                                      pin_factory=pin_factory)
 
         self._devices: list[Any] = []
-        self._presence = inp(cfg.presence_pin, cfg.presence_active_high,
-                             cfg.presence_debounce_s or None)
-        self._passage = inp(cfg.passage_pin, cfg.passage_active_high, None)
-        self._emergency = inp(cfg.emergency_pin, cfg.emergency_active_high, None) \
+        self._presence = inp(cfg.presence_pin, cfg.presence_active_high)
+        self._presence_filter = Debounced(cfg.presence_debounce_s, clock)
+        self._presence.when_activated = lambda: self._presence_filter.edge(True)
+        self._presence.when_deactivated = lambda: self._presence_filter.edge(False)
+        self._passage = inp(cfg.passage_pin, cfg.passage_active_high)
+        self._emergency = inp(cfg.emergency_pin, cfg.emergency_active_high) \
             if cfg.emergency_pin else None
         self._relay = OutputDevice(cfg.relay_pin, active_high=cfg.relay_active_high,
                                    initial_value=self._safe_open, pin_factory=pin_factory)
@@ -65,8 +96,8 @@ class GateIO:
 
     @property
     def presence(self) -> bool:
-        """Someone is standing in the lane."""
-        return bool(self._presence.is_active)
+        """Someone is standing in the lane (steady for ``presence_debounce_s``)."""
+        return self._presence_filter.update(bool(self._presence.is_active))
 
     @property
     def passage(self) -> bool:
