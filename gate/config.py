@@ -167,6 +167,25 @@ class MatchConfig:
     threads: int = option(1, lo=1, hi=16)
 
 
+def _default_control_socket() -> str:
+    # systemd's RuntimeDirectory= sets $RUNTIME_DIRECTORY; a checkout uses build/run.
+    run = os.environ.get("RUNTIME_DIRECTORY", str(_CHECKOUT_MODELS.parent / "build" / "run"))
+    return str(Path(run) / "control.sock")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """``[service]``: the running gate service (``gatectl run`` under systemd)."""
+
+    control_socket: str = field(default_factory=_default_control_socket)
+    status_interval_s: float = option(5.0, lo=0.5, hi=300.0,
+                                      doc="how often STATUS= and the retained status refresh")
+    stall_s: float = option(10.0, lo=1.0, hi=600.0,
+                            doc="loop without progress this long: stop the watchdog pings")
+    lock_memory: bool = option(True, doc="mlock the process so templates/keys never swap")
+    log_level: str = option("info", choices=("debug", "info", "warning", "error"))
+
+
 def _default_models_dir() -> str:
     return os.environ.get("GATE_MODELS_DIR", str(_CHECKOUT_MODELS))
 
@@ -228,6 +247,7 @@ class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     gpio: GpioConfig = field(default_factory=GpioConfig)
     lane: LaneConfig = field(default_factory=LaneConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
 
     @property
     def models_dir(self) -> Path:
@@ -327,6 +347,8 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
             return p if not p or Path(p).is_absolute() else str((base_dir / p).resolve())
         cfg = dataclasses.replace(
             cfg, models=dataclasses.replace(cfg.models, dir=resolve(cfg.models.dir)),
+            service=dataclasses.replace(cfg.service,
+                                        control_socket=resolve(cfg.service.control_socket)),
             cache=dataclasses.replace(cfg.cache, dir=resolve(cfg.cache.dir),
                                       key_file=resolve(cfg.cache.key_file),
                                       template_key_file=resolve(cfg.cache.template_key_file)),

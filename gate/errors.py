@@ -68,3 +68,11 @@ class ProtocolError(GateError, ValueError):
     The message is dropped (logged in one line without its content, counted in status);
     the cache and the outbox are not touched.
     """
+
+
+class ServiceError(GateError, RuntimeError):
+    """The running gate service refused a request or answered nonsense."""
+
+
+class ServiceNotRunningError(ServiceError, ConnectionError):
+    """No gate service answers on the control socket."""

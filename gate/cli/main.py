@@ -2,7 +2,9 @@
 
 Human output by default, ``--json`` for machines. Errors print one line; set DEBUG=1
 for the full traceback. Exit codes: 0 ok, 1 a check or target failed, 2 bad usage,
-3 invalid configuration, 4 model files missing or not the pinned ones, 5 bad input data.
+3 invalid configuration, 4 model files missing or not the pinned ones, 5 bad input data,
+6 the gate service is not running or refused the request, 7 cancelled at a confirmation
+prompt (anything that moves hardware or deletes data asks first unless ``-y``).
 """
 
 from __future__ import annotations
@@ -16,12 +18,37 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gate import config as config_mod
-from gate.cli import bench, evaluate, models
-from gate.errors import ConfigError, EvalError, GateError, ImageError, ModelError
+from gate.cli import (
+    bench,
+    cache,
+    camera,
+    config_cmd,
+    doctor,
+    evaluate,
+    events,
+    gpio,
+    keys,
+    models,
+    service,
+    status,
+)
+from gate.errors import (
+    ConfigError,
+    EvalError,
+    GateError,
+    ImageError,
+    ModelError,
+    ServiceError,
+)
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG, EXIT_MODELS, EXIT_DATA = range(6)
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG, EXIT_MODELS, EXIT_DATA, EXIT_SERVICE, \
+    EXIT_CANCELLED = range(8)
 
-_COMMANDS = (evaluate, bench, models)
+_COMMANDS = (service, status, doctor, config_cmd, camera, gpio, cache, events, keys, evaluate,
+             bench, models)
+
+#: Where an installed gate keeps its config (`make install` puts it there).
+DEFAULT_CONFIG = Path("/etc/gate/gate.toml")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gatectl", description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=None,
-                        help="gate config file (TOML); defaults are used without one")
+                        help="gate config file (TOML); default $GATE_CONFIG, else "
+                             f"{DEFAULT_CONFIG} when it exists, else built-in defaults")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -52,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        cfg = config_mod.load(args.config)
+        cfg = config_mod.load(config_path(args.config))
         code: int = args.run(args, cfg)
         return code
     except ConfigError as exc:
@@ -61,11 +89,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc, EXIT_MODELS)
     except (EvalError, ImageError) as exc:
         return _fail(exc, EXIT_DATA)
+    except ServiceError as exc:
+        return _fail(exc, EXIT_SERVICE)
     except GateError as exc:
         return _fail(exc, EXIT_FAIL)
     except KeyboardInterrupt:
         print("gatectl: interrupted", file=sys.stderr)
         return 130
+
+
+def config_path(given: Path | None) -> Path | None:
+    """The config file gatectl reads: ``--config``, ``$GATE_CONFIG``, or the installed one."""
+    if given is not None:
+        return given
+    env = os.environ.get("GATE_CONFIG")
+    if env:
+        return Path(env)
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
 
 
 def _fail(exc: Exception, code: int, prefix: str = "") -> int:
