@@ -27,6 +27,7 @@ from gate.cli import (
     evaluate,
     events,
     gpio,
+    install,
     keys,
     models,
     service,
@@ -45,7 +46,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG, EXIT_MODELS, EXIT_DATA, EXIT_SERVIC
     EXIT_CANCELLED = range(8)
 
 _COMMANDS = (service, status, doctor, config_cmd, camera, gpio, cache, events, keys, evaluate,
-             bench, models)
+             bench, models, install)
 
 #: Where an installed gate keeps its config (`make install` puts it there).
 DEFAULT_CONFIG = Path("/etc/gate/gate.toml")
