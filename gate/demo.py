@@ -26,6 +26,7 @@ from gate.images import load_image
 from gate.match.store import Enrolment
 from gate.models import manifest, read_verified
 from gate.pipeline import FacePipeline
+from gate.runtime import log_event
 from gate.simlane import Kind, SimulatedLane, Visitor, at_lane_distance
 from gate.types import Image
 
@@ -45,6 +46,7 @@ class Printer:
     def lane(self, e: dict[str, Any]) -> None:
         prompt = f' · shows "{e["prompt"]}"' if e.get("prompt") else ""
         self.line(f"[{e['phase']:>9}] {e['event']} · lights: {e['indication']}{prompt}")
+        log_event(e)  # the firmware's own log line, as the service writes it
 
 
 def _config(workdir: Path, models: Path) -> Config:
@@ -65,7 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=ROOT / "build/demo")
     p.add_argument("--no-broker", action="store_true", help="outbox only, even with mosquitto")
     p.add_argument("--record-mqtt", type=Path, help="write every broker message here (tests)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning"), default=None,
+                   help="also write the firmware's own log lines (journald style) to stderr")
     args = p.parse_args(argv)
+    if args.log_level:
+        from gate.service.logs import setup
+
+        setup(args.log_level, journal=True, stream=sys.stderr)
     try:
         return _run(args)
     except (GateError, OSError, ValueError) as exc:

@@ -36,6 +36,14 @@ log = logging.getLogger(__name__)
 IDLE_POLL_S = 0.02
 
 
+def log_event(e: dict[str, Any]) -> None:
+    """Log a lane event as ``key=value`` at INFO (it carries no attendee id)."""
+    from gate.service.logs import kv
+
+    log.info("lane %s", kv(phase=e.get("phase"), event=e.get("event"),
+                           light=e.get("indication"), prompt=e.get("prompt")))
+
+
 class EntryLog(Protocol):
     """Where confirmed entries go and where earlier ones are looked up (anti-passback)."""
 
@@ -69,7 +77,7 @@ class GateRuntime:
         self.cfg, self.camera, self.io, self.pipeline = cfg, camera, io, pipeline
         self.store, self.entries, self.clock, self.wall = store, entries, clock, wall
         self.pad = pad or NoDetector()
-        self.report = report or (lambda e: log.info("lane: %s", e))
+        self.report = report or log_event
         k, n = (1, 1) if lane.fusion else (lane.k, lane.n)
         self.policy = LanePolicy(k=k, n=n, max_attempts=lane.max_attempts,
                                  open_timeout_s=lane.open_timeout_s,

@@ -22,7 +22,7 @@ import numpy as np
 
 from gate.camera.replay import ReplayCamera
 from gate.config import Config
-from gate.io.devices import GateIO
+from gate.io.devices import GateIO, idle_mock_factory
 from gate.match.store import TemplateStore
 from gate.pipeline import FacePipeline
 from gate.policy import Phase
@@ -97,16 +97,9 @@ class SimulatedLane:
     def __init__(self, cfg: Config, *, pipeline: FacePipeline, store: TemplateStore,
                  entries: EntryLog, report: Callable[[dict[str, Any]], None] | None = None,
                  fps: float | None = None) -> None:
-        from gpiozero.pins.mock import MockFactory
-
         self.cfg = cfg
-        self.factory = MockFactory()
+        self.factory = idle_mock_factory(cfg.gpio)
         g = cfg.gpio
-        # Idle line levels: nobody present, beam unbroken, fire loop closed (no alarm).
-        self._set(g.presence_pin, not g.presence_active_high)
-        self._set(g.passage_pin, not g.passage_active_high)
-        if g.emergency_pin:
-            self._set(g.emergency_pin, not g.emergency_active_high)
         self.io = GateIO(g, pin_factory=self.factory)
         self.scene: Image | None = None
         self.camera = ReplayCamera(lambda: self.scene, width=cfg.camera.width,

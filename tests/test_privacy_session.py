@@ -47,12 +47,13 @@ def session(tmp_path_factory, photos, models_dir):
     record = work.parent / f"{work.name}-mqtt.bin"
     done = subprocess.run([sys.executable, "-m", "gate.demo", "--workdir", str(work),
                            "--models", str(models_dir), "--photos", str(photos),
-                           "--portraits", str(PORTRAITS), "--record-mqtt", str(record)],
+                           "--portraits", str(PORTRAITS), "--record-mqtt", str(record),
+                           "--log-level", "info"],
                           check=False, capture_output=True, cwd=ROOT, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     files = {p: p.read_bytes() for p in work.rglob("*") if p.is_file()}
-    return {"files": files, "out": done.stdout + done.stderr,
+    return {"files": files, "out": done.stdout + done.stderr, "log": done.stderr,
             "mqtt": record.read_bytes() if record.exists() else b""}
 
 
@@ -66,6 +67,18 @@ def test_the_session_really_ran(session):
     assert session["mqtt"], "the recorder saw no messages"
     names = {p.name for p in session["files"]}
     assert {"templates.cache", "sync.db"} <= names  # the gate's state was written
+
+
+def test_p10_logs_carry_no_attendee_id_above_debug(session):
+    """The firmware's journald lines of the whole session (INFO and up): state changes,
+    decisions and sync, but never whom they were about."""
+    lines = [ln for ln in session["log"].decode().splitlines() if ln[:1] == "<"]
+    assert len(lines) > 10, "the session wrote (almost) no log lines"
+    assert any("recognised: flapper open" in ln for ln in lines)
+    assert any(ln.startswith("<6>gate.match.store: cache:") for ln in lines)
+    for ln in lines:
+        assert "visitor-" not in ln, f"attendee id in a log line: {ln[:80]}"
+        assert unit_vectors(ln.encode()) == 0
 
 
 def _needles(photos: Path, pipeline) -> list[bytes]:

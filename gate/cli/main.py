@@ -81,7 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        cfg = config_mod.load(config_path(args.config))
+        # Commands that read the config file themselves (``run``, ``config check``) set
+        # ``own_config``: a broken file is theirs to report, in their own way.
+        cfg = config_mod.from_dict({}) if getattr(args, "own_config", False) else \
+            config_mod.load(config_path(args.config))
         code: int = args.run(args, cfg)
         return code
     except ConfigError as exc:

@@ -58,6 +58,26 @@ class Debounced:
         return self._stable
 
 
+def idle_mock_factory(cfg: GpioConfig) -> Any:
+    """gpiozero's ``MockFactory`` with the inputs at their idle levels: nobody present,
+    beam unbroken, fire loop healthy. For simulation (``gpio.backend = "mock"``) and tests;
+    a bare factory would read a low emergency line, which with the usual active-low fire
+    loop means "alarm"."""
+    from gpiozero.pins.mock import MockFactory
+
+    factory = MockFactory()
+    levels = [(cfg.presence_pin, not cfg.presence_active_high),
+              (cfg.passage_pin, not cfg.passage_active_high)]
+    if cfg.emergency_pin:
+        levels.append((cfg.emergency_pin, not cfg.emergency_active_high))
+    for pin, high in levels:
+        if high:
+            factory.pin(pin).drive_high()
+        else:
+            factory.pin(pin).drive_low()
+    return factory
+
+
 class GateIO:
     """The lane's inputs and outputs."""
 

@@ -576,6 +576,16 @@ class TemplateStore:
                      -math.inf))
 
     @_locked
+    def close(self) -> None:
+        """Zero the RAM copy (templates, data key, probe) and keep the files: shutdown."""
+        self._gallery.wipe()
+        self._meta.clear()
+        self._tombs.clear()
+        self._probe.fill(0)
+        self._dek, self._journal = None, None
+        self._version = 0
+
+    @_locked
     def wipe(self) -> None:
         """Crypto-erase: destroy the data key and the cache, zero the RAM copy."""
         self._datakey.destroy()
