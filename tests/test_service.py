@@ -323,3 +323,71 @@ def test_camera_missing_at_start_fails_without_ready(tmp_path, models_dir, photo
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert "camera" in out.decode() and listener.count("READY") == 0
+
+
+# --- with the MQTT link: credentials from $CREDENTIALS_DIRECTORY, a real broker --------
+
+
+def test_service_with_sync_reports_the_link_and_serves_requests(tmp_path, models_dir, photos,
+                                                               monkeypatch):
+    import numpy as np
+
+    from sync.central import Central
+    from sync.pki import init_venue
+    from tests import broker as tb
+
+    venue = tmp_path / "venue"
+    init_venue(venue, venue="arena", event="final", gates=["lane-1"])
+    facts = json.loads((venue / "venue.json").read_text())
+    broker = tb.Broker(venue).start()
+    central = Central(venue, port=broker.port)
+    central.connect()
+    gd = venue / "gates" / "lane-1"
+    # What systemd's LoadCredentialEncrypted= provides: the keys in a private directory.
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(gd / "credentials"))
+    data = _service_config(tmp_path, models_dir, photos)
+    data["gate"] = {"id": "lane-1", "venue": "arena", "event": "final"}
+    del data["cache"]["key_file"], data["cache"]["template_key_file"]
+    data["sync"] = {"enabled": True, "host": "127.0.0.1", "port": broker.port,
+                    "ca_file": str(gd / "ca.crt"), "cert_file": str(gd / "client.crt"),
+                    "central_keys": [f"{facts['central']['kid']}="
+                                     f"{facts['central']['sign_pub']}"]}
+    cfg = from_dict(data)
+    svc = GateService(cfg, pin_factory=idle_mock_factory(cfg.gpio))
+    stop = threading.Event()
+    loop = None
+    sock = cfg.service.control_socket
+    try:
+        svc.start()
+        loop = threading.Thread(target=svc.serve, args=(stop,), daemon=True)
+        loop.start()
+        assert svc.sync.wait_connected(10)
+        st = request(sock, "status")
+        assert st["broker"] == {"enabled": True, "connected": True, "resync_needed": False}
+        assert "broker connected" in svc.status_line()
+        vec = np.random.default_rng(1).standard_normal(192).astype(np.float32)
+        central.enrol_embeddings("someone", vec / np.linalg.norm(vec),
+                                 valid_until=int(time.time()) + 86400)
+        deadline = time.monotonic() + 10
+        while request(sock, "status")["cache"]["templates"] != 1:
+            assert time.monotonic() < deadline, "the enrolment never reached the cache"
+            time.sleep(0.05)
+        assert "someone" not in json.dumps(request(sock, "status"))  # counts, never ids
+        cli = subprocess.run([sys.executable, "-m", "gate.cli.main", "sync", "resync"],
+                             capture_output=True, text=True, cwd=ROOT, check=False,
+                             env={**os.environ, "PYTHONPATH": str(ROOT),
+                                  "GATE_CONFIG": str(_write_config(tmp_path, data))})
+        assert cli.returncode == 0 and "resync requested" in cli.stdout, cli.stderr
+        deadline = time.monotonic() + 10
+        while not (central.status("lane-1") or {}).get("resync_needed"):
+            assert time.monotonic() < deadline, "central never saw the resync request"
+            time.sleep(0.05)
+        assert request(sock, "cache-wipe") == {"erased": True}
+        assert request(sock, "status")["cache"]["templates"] == 0
+    finally:
+        stop.set()
+        if loop is not None:
+            loop.join(10)
+        svc.close()
+        central.close()
+        broker.stop()
