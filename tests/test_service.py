@@ -391,3 +391,35 @@ def test_service_with_sync_reports_the_link_and_serves_requests(tmp_path, models
         svc.close()
         central.close()
         broker.stop()
+
+
+def test_expired_templates_are_deleted_while_running(tmp_path, models_dir, photos):
+    """P7 in the running service: a template past valid_until leaves the cache within a
+    status interval, without a decision or a restart asking for it."""
+    import numpy as np
+
+    from gate.match.store import Enrolment
+
+    cfg = from_dict(_service_config(tmp_path, models_dir, photos))
+    svc = GateService(cfg, pin_factory=idle_mock_factory(cfg.gpio))
+    stop = threading.Event()
+    svc.start()
+    loop = threading.Thread(target=svc.serve, args=(stop,), daemon=True)
+    loop.start()
+    try:
+        assert svc.store is not None
+        v = np.random.default_rng(2).standard_normal((1, 192)).astype(np.float32)
+        v /= np.linalg.norm(v)
+        now = int(time.time())
+        svc.store.upsert([Enrolment("short-lived", 1, now + 2, v),
+                          Enrolment("long-lived", 1, now + 3600, v)])
+        assert svc.status()["cache"]["attendees"] == 2
+        deadline = time.monotonic() + 6
+        while svc.status()["cache"]["attendees"] != 1:
+            assert time.monotonic() < deadline, "the expired template was kept"
+            time.sleep(0.1)
+        assert "short-lived" not in svc.store and "long-lived" in svc.store
+    finally:
+        stop.set()
+        loop.join(10)
+        svc.close()

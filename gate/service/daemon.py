@@ -203,8 +203,24 @@ class GateService:
             if now - last_status >= svc.status_interval_s:
                 self._fps = (rt.stats.frames - frames) / max(now - t_frames, 1e-6)
                 frames, t_frames, last_status = rt.stats.frames, now, now
+                self._housekeeping()
                 if not self._stalled:
                     self.notifier.status(self.status_line())
+
+    def _housekeeping(self) -> None:
+        """Delete what has expired (P7): templates past valid_until, as soon as they pass,
+        not at the next restart; entry records older than the anti-passback window."""
+        try:
+            if self.store is not None:
+                due = self.store.next_expiry()
+                if due is not None and due <= time.time():
+                    self.store.purge_expired()
+            db = getattr(self.entries, "db", None)
+            if db is not None:
+                horizon = time.time() - self.cfg.lane.entry_window_h * 3600
+                db.forget_entries_before(int(horizon * 1000))
+        except Exception:  # the supervisor must keep pinging; log and try next time
+            log.exception("housekeeping failed")
 
     # --- status and requests -----------------------------------------------------------
 
