@@ -3,8 +3,9 @@
 A TOML file maps onto frozen dataclasses. Unknown keys are rejected, every value is
 type- and range-checked, and cross-field rules are checked without I/O; the first
 problem raises :class:`~gate.errors.ConfigError` naming the key path
-(``quality.max_yaw_deg: must be ≤ 90, got 200``). An invalid config leaves the gate
-closed. Secrets never live here: they come from systemd credentials.
+(``quality.max_yaw_deg: must be ≤ 90, got 200``); :func:`check` lists every problem of
+a file instead, and :func:`load_for_service` adds what a real lane requires. An invalid
+config leaves the gate closed. Secrets never live here: they come from systemd credentials.
 
 Field bounds are declared next to each field with :func:`option`.
 """
@@ -17,6 +18,7 @@ import os
 import re
 import tomllib
 import types
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -298,50 +300,89 @@ def _check_value(path: str, value: Any, tp: Any, meta: Any) -> Any:
     return value
 
 
-def _build(cls: type[Any], table: Any, path: str) -> Any:
+def _build(cls: type[Any], table: Any, path: str, errors: list[ConfigError]) -> Any:
+    """The dataclass ``cls`` from ``table``; every problem is appended to ``errors`` and
+    the offending key keeps its default, so one pass finds them all."""
     if not isinstance(table, dict):
-        raise ConfigError(path, f"must be a table, got {table!r}")
+        errors.append(ConfigError(path, f"must be a table, got {table!r}"))
+        return cls()
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(table) - set(fields))
-    if unknown:
-        where = f"{path}.{unknown[0]}" if path else unknown[0]
-        raise ConfigError(where, f"unknown key (known: {', '.join(sorted(fields))})")
+    for name in sorted(set(table) - set(fields)):
+        where = f"{path}.{name}" if path else name
+        errors.append(ConfigError(where, f"unknown key (known: {', '.join(sorted(fields))})"))
     values = {}
     for name, value in table.items():
+        if name not in fields:
+            continue
         key = f"{path}.{name}" if path else name
         tp = hints[name]
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-            values[name] = _build(tp, value, key)
-        else:
-            meta = dict(fields[name].metadata)
-            if cls is QualityConfig and name in _QUALITY_BOUNDS:
-                meta["lo"], meta["hi"] = _QUALITY_BOUNDS[name]
+            values[name] = _build(tp, value, key, errors)
+            continue
+        meta = dict(fields[name].metadata)
+        if cls is QualityConfig and name in _QUALITY_BOUNDS:
+            meta["lo"], meta["hi"] = _QUALITY_BOUNDS[name]
+        try:
             values[name] = _check_value(key, value, tp, meta)
+        except ConfigError as exc:
+            errors.append(exc)
     return cls(**values)
 
 
-def _cross_checks(cfg: Config) -> None:
+def _involves_bad(keys: tuple[str, ...], bad: Collection[str]) -> bool:
+    """True when a key (or a table holding it) already failed: a cross-field rule would
+    compare against a stand-in default and report nonsense."""
+    for key in keys:
+        parts = key.split(".")
+        if any(".".join(parts[:n]) in bad for n in range(1, len(parts) + 1)):
+            return True
+    return False
+
+
+_PINS = ("presence_pin", "passage_pin", "relay_pin", "emergency_pin", "green_pin", "red_pin",
+         "amber_pin", "buzzer_pin")
+
+
+def _cross_checks(cfg: Config, bad: Collection[str] = ()) -> list[ConfigError]:
+    """Rules between fields (no I/O); keys that already failed are left out."""
+    out: list[ConfigError] = []
     q = cfg.quality
-    if q.min_brightness >= q.max_brightness:
-        raise ConfigError("quality.min_brightness", "must be below quality.max_brightness")
-    if cfg.lane.k > cfg.lane.n:
-        raise ConfigError("lane.k", f"must not exceed lane.n ({cfg.lane.n})")
-    g = cfg.gpio
-    used = [p for p in (g.presence_pin, g.passage_pin, g.relay_pin, g.emergency_pin,
-                        g.green_pin, g.red_pin, g.amber_pin, g.buzzer_pin) if p]
-    if len(used) != len(set(used)):
-        raise ConfigError("gpio", "two devices share one pin")
-    if cfg.sync.enabled:
-        if not cfg.sync.central_keys:
-            raise ConfigError("sync.central_keys", "at least one central key must be pinned")
-        if not cfg.sync.ca_file or not cfg.sync.cert_file:
-            raise ConfigError("sync.ca_file", "TLS needs ca_file and cert_file")
+    if not _involves_bad(("quality.min_brightness", "quality.max_brightness"), bad) and \
+            q.min_brightness >= q.max_brightness:
+        out.append(ConfigError("quality.min_brightness", "must be below quality.max_brightness"))
+    if not _involves_bad(("lane.k", "lane.n"), bad) and cfg.lane.k > cfg.lane.n:
+        out.append(ConfigError("lane.k", f"must not exceed lane.n ({cfg.lane.n})"))
+    used: dict[int, str] = {}
+    for name in _PINS:
+        key = f"gpio.{name}"
+        pin = getattr(cfg.gpio, name)
+        if not pin or _involves_bad((key,), bad):
+            continue
+        if pin in used:
+            out.append(ConfigError(key, f"pin {pin} is already used by {used[pin]} (two "
+                                        "devices cannot share one pin)"))
+        else:
+            used[pin] = key
+    if cfg.sync.enabled and not _involves_bad(("sync.enabled",), bad):
+        if not cfg.sync.central_keys and not _involves_bad(("sync.central_keys",), bad):
+            out.append(ConfigError("sync.central_keys", "at least one central key must be "
+                                                        "pinned"))
+        if (not cfg.sync.ca_file or not cfg.sync.cert_file) and \
+                not _involves_bad(("sync.ca_file", "sync.cert_file"), bad):
+            out.append(ConfigError("sync.ca_file", "TLS needs ca_file and cert_file"))
+    return out
 
 
-def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
-    """Validate a parsed TOML document. Relative paths resolve against ``base_dir``."""
-    cfg: Config = _build(Config, data, "")
+def validate(data: dict[str, Any], *, base_dir: Path | None = None
+             ) -> tuple[Config, list[ConfigError]]:
+    """Validate a parsed TOML document and collect *every* problem, table by table.
+
+    Returns the config (keys that failed keep their defaults, so it is only usable when
+    the list is empty) and the errors. Relative paths resolve against ``base_dir``.
+    """
+    errors: list[ConfigError] = []
+    cfg: Config = _build(Config, data, "", errors)
     if base_dir is not None:
         def resolve(p: str) -> str:
             return p if not p or Path(p).is_absolute() else str((base_dir / p).resolve())
@@ -357,14 +398,24 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
                                      key_file=resolve(cfg.sync.key_file),
                                      sign_key_file=resolve(cfg.sync.sign_key_file),
                                      seal_key_file=resolve(cfg.sync.seal_key_file)))
-    _cross_checks(cfg)
+    errors += _cross_checks(cfg, {e.path for e in errors})
+    return cfg, errors
+
+
+def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
+    """Validate a parsed TOML document. Relative paths resolve against ``base_dir``.
+
+    Raises the first problem as :class:`ConfigError`; :func:`validate` lists them all.
+    """
+    cfg, errors = validate(data, base_dir=base_dir)
+    if errors:
+        raise errors[0]
     return cfg
 
 
-def load(path: Path | None) -> Config:
-    """Load and validate a config file; ``None`` gives the defaults."""
-    if path is None:
-        return from_dict({})
+def read_file(path: Path) -> dict[str, Any]:
+    """The parsed TOML document of a config file; one-line ConfigError if it is unreadable,
+    not UTF-8 or not TOML."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -373,7 +424,66 @@ def load(path: Path | None) -> Config:
     except UnicodeDecodeError:
         raise ConfigError("", f"{path}: not UTF-8 text") from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"{path}: not valid TOML ({exc})") from None
-    return from_dict(data, base_dir=path.parent)
+
+
+#: What a real lane must say about itself rather than inherit from the defaults.
+_IDENTITY = {"id": "each lane needs its own id",
+             "venue": "the venue this lane belongs to",
+             "event": "the event whose templates this lane holds"}
+
+
+def _service_rules(data: dict[str, Any], cfg: Config, bad: set[str]) -> list[ConfigError]:
+    out = []
+    gate = data.get("gate")
+    for name, why in _IDENTITY.items():
+        if not isinstance(gate, dict) or name not in gate:
+            out.append(ConfigError(f"gate.{name}", f"missing ({why}); set it in [gate]"))
+    if cfg.cache.allow_ephemeral_keys and cfg.gpio.backend != "mock" and \
+            not _involves_bad(("cache.allow_ephemeral_keys", "gpio.backend"), bad):
+        out.append(ConfigError("cache.allow_ephemeral_keys", (
+            f'true with gpio.backend = "{cfg.gpio.backend}": a real lane must not run on '
+            "throw-away keys; remove it and provide the cache-key and template-key "
+            "credentials")))
+    return out
+
+
+def check(path: Path, *, service: bool = False) -> list[ConfigError]:
+    """Every problem of the config file at ``path`` (an empty list: valid).
+
+    ``service`` adds what the gate service requires of a real lane (see
+    :func:`load_for_service`). A file that cannot be read or parsed is one error.
+    """
+    try:
+        data = read_file(path)
+    except ConfigError as exc:
+        return [exc]
+    cfg, errors = validate(data, base_dir=Path(path).parent)
+    if service:
+        errors += _service_rules(data, cfg, {e.path for e in errors})
+    return errors
+
+
+def load_for_service(path: Path) -> Config:
+    """Load the config of a real lane: the file must exist, set ``[gate] id``, ``venue``
+    and ``event`` itself, and not use throw-away keys on real pins.
+
+    Raises the first problem as a one-line :class:`ConfigError` that also says how many
+    more there are (``gatectl config check --service FILE`` lists them).
+    """
+    errors = check(path, service=True)
+    if errors:
+        first = errors[0]
+        more = f" (+{len(errors) - 1} more: gatectl config check --service {path})" \
+            if len(errors) > 1 else ""
+        raise ConfigError(first.path, first.reason + more)
+    return from_dict(read_file(path), base_dir=Path(path).parent)
+
+
+def load(path: Path | None) -> Config:
+    """Load and validate a config file; ``None`` gives the defaults."""
+    if path is None:
+        return from_dict({})
+    return from_dict(read_file(path), base_dir=Path(path).parent)

@@ -1,6 +1,8 @@
 """``python -m sync.central``: the reference central's command line.
 
     init-venue DIR --venue V --event E --gates G1 G2 …   keys, certificates, broker config
+    add-gate --venue-dir DIR --gate G --csr FILE --sign-pub B64 --seal-pub B64
+                                                          enrol a gate that made its own keys
     enrol DIR ATTENDEE PHOTO [PHOTO …] [--days N]        photo → protected template → gates
     revoke DIR ATTENDEE [ATTENDEE …]                      revoke everywhere, await receipts
     snapshot DIR [--gate G]                               full sealed snapshot
@@ -34,6 +36,15 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--gates", nargs="+", required=True)
     init.add_argument("--host", default="localhost")
     init.add_argument("--port", type=int, default=8883)
+    add = sub.add_parser("add-gate", help="enrol a gate from its CSR and public keys "
+                                          "(gatectl keys init)")
+    add.add_argument("--venue-dir", type=Path, required=True, help="the init-venue directory")
+    add.add_argument("--gate", required=True, help="the gate id (the CSR's CN)")
+    add.add_argument("--csr", type=Path, required=True, help="the gate's gate.csr")
+    add.add_argument("--sign-pub", required=True, help="the gate's signing key (B64 or G=B64)")
+    add.add_argument("--seal-pub", required=True, help="the gate's sealing key (B64)")
+    add.add_argument("--days", type=int, default=30, help="certificate validity")
+    add.add_argument("--replace", action="store_true", help="re-key a gate already enrolled")
     for name in ("enrol", "revoke", "snapshot", "rotate-key", "listen", "events", "receipts"):
         s = sub.add_parser(name)
         s.add_argument("dir", type=Path, help="the init-venue directory")
@@ -73,6 +84,14 @@ def _run(args: argparse.Namespace) -> int:
         init_venue(args.dir, venue=args.venue, event=args.event, gates=args.gates,
                    host=args.host, port=args.port)
         print(instructions(args.dir))
+        return 0
+    if args.command == "add-gate":
+        from sync.pki import enrol_gate, gate_instructions
+
+        enrol_gate(args.venue_dir, args.gate, csr_pem=args.csr.read_bytes(),
+                   sign_pub=args.sign_pub, seal_pub=args.seal_pub, days=args.days,
+                   replace=args.replace)
+        print(gate_instructions(args.venue_dir, args.gate))
         return 0
     central = Central(args.dir, port=args.port)
     try:

@@ -1,7 +1,9 @@
 """Keys and certificates for one venue: a private CA, the broker, central and every gate.
 
 ``init_venue`` writes everything a test venue needs into one directory (layout in its
-docstring); ``instructions`` says which file goes where. Nothing here talks to a network
+docstring); ``instructions`` says which file goes where. A gate can also make its own
+keys (``gatectl keys init``): ``enrol_gate`` then issues its certificate from a CSR and
+records its public keys, so its private keys never leave it. Nothing here talks to a network
 or to systemd: the output is plain files, private ones 0600 in 0700 directories.
 
 Trust model. The broker accepts only TLS clients holding a certificate of the venue's CA
@@ -82,15 +84,14 @@ def _pem_cert(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _cert(cn: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None,
+def _cert(cn: str, pub: ec.EllipticCurvePublicKey, issuer: x509.Certificate | None,
           issuer_key: ec.EllipticCurvePrivateKey, days: int, *,
           eku: x509.ObjectIdentifier | None = None,
           san: Sequence[x509.GeneralName] = ()) -> x509.Certificate:
-    """A certificate for ``key``; self-signed CA when ``issuer`` is None."""
+    """A certificate for the public key ``pub``; self-signed CA when ``issuer`` is None."""
     now = dt.datetime.now(dt.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     is_ca = issuer is None
-    pub = key.public_key()
     b = (x509.CertificateBuilder()
          .subject_name(name)
          .issuer_name(name if issuer is None else issuer.subject)
@@ -113,6 +114,12 @@ def _cert(cn: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | N
     if san:
         b = b.add_extension(x509.SubjectAlternativeName(list(san)), critical=False)
     return b.sign(issuer_key, hashes.SHA256())
+
+
+def _client_san(venue: str, cn: str) -> list[x509.GeneralName]:
+    # Mosquitto reads the CN; the URI SAN names the client for RFC 5280 verifiers, which
+    # require a SAN on every leaf.
+    return [x509.UniformResourceIdentifier(f"facepass://{venue}/{cn}")]
 
 
 def _host_name(host: str) -> x509.GeneralName:
@@ -237,7 +244,7 @@ def init_venue(out: Path, *, venue: str, event: str, gates: Sequence[str],
 def _build(d: Path, final: Path, *, venue: str, event: str, gates: list[str], host: str,
            port: int, days: int) -> None:
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _cert(f"facepass {venue} CA", ca_key, None, ca_key, days)
+    ca = _cert(f"facepass {venue} CA", ca_key.public_key(), None, ca_key, days)
     _write(_mkdir(d / "ca") / "ca.key", _pem_key(ca_key))
     _write(d / "ca" / "ca.crt", _pem_cert(ca), 0o644)
 
@@ -245,12 +252,10 @@ def _build(d: Path, final: Path, *, venue: str, event: str, gates: list[str], ho
             san: Sequence[x509.GeneralName] = ()) -> bytes:
         key = ec.generate_private_key(ec.SECP256R1())
         stem = "broker" if eku == ExtendedKeyUsageOID.SERVER_AUTH else "client"
-        # Mosquitto reads the CN; the URI SAN names the client for RFC 5280 verifiers,
-        # which require a SAN on every leaf.
-        san = san or [x509.UniformResourceIdentifier(f"facepass://{venue}/{cn}")]
+        san = san or _client_san(venue, cn)
         _write(_mkdir(dirpath) / f"{stem}.key", _pem_key(key))
-        _write(dirpath / f"{stem}.crt", _pem_cert(_cert(cn, key, ca, ca_key, days, eku=eku,
-                                                        san=san)), 0o644)
+        _write(dirpath / f"{stem}.crt", _pem_cert(_cert(cn, key.public_key(), ca, ca_key, days,
+                                                        eku=eku, san=san)), 0o644)
         return _pem_key(key)
 
     broker_san: list[x509.GeneralName] = [x509.DNSName("localhost"),
@@ -313,4 +318,151 @@ def instructions(out: Path) -> str:
         "  systemd-creds encrypt --name=<file> <file> /etc/credstore.encrypted/<file>,",
         "  then shred the plaintext copies.",
         f"Keep {out}/ca/ca.key offline: it can mint a certificate for any gate.",
+    ]) + "\n"
+
+
+# --- a gate that made its own keys (gatectl keys init) ----------------------------------
+
+class EnrolmentError(GateError, ValueError):
+    """A gate's CSR or public keys are unusable; nothing was written."""
+
+
+def _public_key(text: str, gate: str, what: str) -> bytes:
+    """32 raw bytes from ``B64`` or ``<gate>=B64`` (the pin form keys init prints)."""
+    value = text.strip()
+    head, sep, tail = value.partition("=")
+    if sep and head and tail.rstrip("="):
+        # "<kid>=<base64>": base64 itself only ends in '=', so a '=' inside names a kid.
+        if head != gate:
+            raise EnrolmentError(f"{what}: pinned for gate {head!r}, not {gate!r}")
+        value = tail
+    try:
+        raw = base64.b64decode(value.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError):
+        raise EnrolmentError(f"{what}: not base64") from None
+    if len(raw) != 32:
+        raise EnrolmentError(f"{what}: {len(raw)} bytes, expected a 32-byte public key")
+    return raw
+
+
+def _check_csr(csr_pem: bytes, *, gate: str, venue: str) -> ec.EllipticCurvePublicKey:
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError:
+        raise EnrolmentError("CSR: not a PEM certificate request") from None
+    try:
+        valid = csr.is_signature_valid
+        pub = csr.public_key()
+    except (ValueError, TypeError):
+        raise EnrolmentError("CSR: unreadable key or signature") from None
+    if not valid:
+        raise EnrolmentError("CSR: signature does not verify (corrupted, or not made with "
+                             "the key it carries)")
+    cns = [a.value for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if cns != [gate]:
+        raise EnrolmentError(f"CSR is for CN {', '.join(map(repr, cns)) or 'none'}, not for "
+                             f"gate {gate!r}")
+    orgs = [a.value for a in csr.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    if orgs and orgs != [venue]:
+        raise EnrolmentError(f"CSR is for venue {orgs[0]!r}, not {venue!r}")
+    if not isinstance(pub, ec.EllipticCurvePublicKey) or \
+            not isinstance(pub.curve, ec.SECP256R1):
+        raise EnrolmentError("CSR: the key must be EC P-256 (gatectl keys init makes one)")
+    return pub
+
+
+def _replace_file(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    _write(tmp, data, mode)
+    os.replace(tmp, path)
+
+
+def enrol_gate(venue_dir: Path, gate: str, *, csr_pem: bytes, sign_pub: str, seal_pub: str,
+               days: int = 30, replace: bool = False) -> dict[str, Path]:
+    """Enrol a gate that generated its own keys (``gatectl keys init``).
+
+    Checks everything first (the CSR's signature, CN = ``gate``, O = the venue if given,
+    an EC P-256 key; both public keys), then: issues the gate's client certificate from
+    the venue CA into ``gates/<gate>/client.crt`` with ``ca.crt`` beside it, writes the
+    event's ``credentials/template-key`` for the gate to pick up, records the public keys
+    in ``venue.json`` (central seals templates to the sealing key and verifies receipts
+    and events with the signing key) and rewrites the broker ACL; reload the broker after.
+    Raises :class:`EnrolmentError` or :class:`VenueNameError` with nothing written.
+    Returns the paths written.
+    """
+    d = Path(venue_dir).absolute()
+    facts = json.loads((d / "venue.json").read_text())
+    venue, event = facts["venue"], facts["event"]
+    _check_name("gate", gate)
+    if gate in RESERVED:
+        raise VenueNameError(f"gate name {gate!r} is reserved (admin and central are)")
+    if gate in facts["gates"] and not replace:
+        raise VenueNameError(f"gate {gate!r} is already enrolled (replace it to re-key it)")
+    pub = _check_csr(csr_pem, gate=gate, venue=venue)
+    sign_raw = _public_key(sign_pub, gate, "sign-pub")
+    seal_raw = _public_key(seal_pub, gate, "seal-pub")
+    try:
+        ed25519.Ed25519PublicKey.from_public_bytes(sign_raw)
+    except ValueError:
+        raise EnrolmentError("sign-pub: not an Ed25519 public key") from None
+    if sign_raw == seal_raw:
+        raise EnrolmentError("sign-pub and seal-pub are the same key: swapped arguments?")
+    for other, keys in facts["gates"].items():
+        if other != gate and _b64(sign_raw) in (keys["sign_pub"], keys["seal_pub"]):
+            raise EnrolmentError(f"sign-pub already belongs to gate {other!r}")
+    try:
+        ca_key = serialization.load_pem_private_key((d / "ca" / "ca.key").read_bytes(), None)
+    except FileNotFoundError:
+        raise EnrolmentError("the venue CA key (ca/ca.key) is not here: enrol the gate where "
+                             "the CA key is kept") from None
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise EnrolmentError("ca/ca.key is not the venue's EC CA key")
+    ca_pem = (d / "ca" / "ca.crt").read_bytes()
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    cert = _cert(gate, pub, ca, ca_key, days, eku=ExtendedKeyUsageOID.CLIENT_AUTH,
+                 san=_client_san(venue, gate))
+    secret = (d / "central" / "protection.secret").read_bytes()
+
+    # Built beside its final place and renamed in: no half-enrolled gate directory.
+    gates_dir = _mkdir(d / "gates")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{gate}.", dir=gates_dir))
+    try:
+        _write(tmp / "ca.crt", ca_pem, 0o644)
+        _write(tmp / "client.crt", _pem_cert(cert), 0o644)
+        _write(_mkdir(tmp / "credentials") / "template-key", event_key(secret, venue, event))
+        tmp.chmod(0o700)
+        final = gates_dir / gate
+        if final.exists():  # replace: the old directory may hold central-made private keys
+            old = final.with_name(f".{gate}.old.{secrets.token_hex(4)}")
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    facts["gates"][gate] = {"sign_pub": _b64(sign_raw), "seal_pub": _b64(seal_raw)}
+    _replace_file(d / "venue.json", (json.dumps(facts, indent=2) + "\n").encode(), 0o644)
+    _replace_file(d / "broker" / "acl", _acl_text(venue, list(facts["gates"])).encode(), 0o644)
+    return {"gate_dir": final, "ca_cert": final / "ca.crt", "cert": final / "client.crt",
+            "template_key": final / "credentials" / "template-key", "acl": d / "broker" / "acl"}
+
+
+def gate_instructions(out: Path, gate: str) -> str:
+    """What to do after :func:`enrol_gate` (plain text for the integrator)."""
+    out = Path(out).absolute()
+    facts = json.loads((out / "venue.json").read_text())
+    g = out / "gates" / gate
+    return "\n".join([
+        f"Gate {gate} enrolled at venue {facts['venue']} (event {facts['event']}).",
+        "Broker: the ACL now has the gate; copy broker/acl to the broker and reload it "
+        "(systemctl reload mosquitto, or kill -HUP its pid).",
+        f"To the gate: {g}/ca.crt -> /etc/gate/ca.crt, {g}/client.crt -> /etc/gate/gate.crt",
+        f"  and {g}/credentials/template-key -> on the gate: systemd-creds encrypt "
+        "--name=template-key FILE /etc/credstore.encrypted/template-key, then shred it.",
+        f"Other gates of the venue: add \"{gate}={facts['gates'][gate]['sign_pub']}\" to their "
+        "[sync] peer_keys (anti-passback).",
+        f"Gate config: [sync] central_keys = [\"{facts['central']['kid']}="
+        f"{facts['central']['sign_pub']}\"].",
     ]) + "\n"

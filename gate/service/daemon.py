@@ -334,9 +334,10 @@ def main(config_path: Path | None) -> int:
     notifier = Notifier()
     setup("info")
     try:
-        cfg = config_mod.load_for_service(config_path) if \
-            hasattr(config_mod, "load_for_service") and config_path is not None else \
-            config_mod.load(config_path)
+        if config_path is None:
+            raise ConfigError("", "no config file: pass --config FILE or install "
+                                  "/etc/gate/gate.toml")
+        cfg = config_mod.load_for_service(config_path)
     except ConfigError as exc:
         log.error("config invalid: %s", exc)
         notifier.status(f"config invalid: {exc}")
