@@ -130,7 +130,7 @@ def assess(m: Measures, limits: QualityLimits) -> list[Issue]:
     elif m.brightness > limits.max_brightness or m.bright_fraction > limits.max_clipped_fraction:
         fail(Reason.TOO_BRIGHT, f"mean {m.brightness:.0f}, {m.bright_fraction:.0%} clipped")
     if m.sharpness < limits.min_sharpness:
-        fail(Reason.BLUR, f"sharpness {m.sharpness:.0f} < {limits.min_sharpness:.0f}")
+        fail(Reason.BLUR, f"sharpness {m.sharpness:.2f} < {limits.min_sharpness:.2f}")
     # NaN means "not measured" (the check is off); a measured value is compared.
     if limits.min_eye_visibility > 0 and not m.eye_visibility >= limits.min_eye_visibility:
         fail(Reason.EYES_OCCLUDED,
