@@ -79,9 +79,11 @@ class FacePipeline:
         emb = Embedder(load(f"embedder_{kind}"), flip_average=cfg.embed.flip_average)
         return cls(detector, mesh, emb, limits=cfg.quality)
 
-    def process(self, image: Array, *, embed_rejected: bool = False) -> FaceResult:
+    def process(self, image: Array, *, embed_rejected: bool = False,
+                embed: bool = True) -> FaceResult:
         """Analyse one image. Faces failing a quality check are not embedded unless
-        ``embed_rejected`` (evaluation uses it to study what the checks cost)."""
+        ``embed_rejected`` (evaluation uses it to study what the checks cost); with
+        ``embed=False`` nothing is (``gatectl camera aim`` needs the measures only)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an H×W×3 uint8 RGB image, got {image.shape} {image.dtype}")
         res = FaceResult()
@@ -110,7 +112,7 @@ class FacePipeline:
                                                 gray=self._gray, eyes=self.measure_eyes)
         res.issues = assess(res.measures, self.limits)
         t = _lap(res, "quality", t)
-        if res.issues and not embed_rejected:
+        if not embed or (res.issues and not embed_rejected):
             return res
         res.embedding = self.embedder.embed(crop)
         _lap(res, "embed", t)

@@ -110,7 +110,7 @@ def read_one(cam: Camera, pipe: FacePipeline, times: collections.deque[float]) -
     times.append(time.monotonic())
     start = time.perf_counter()
     try:
-        res = pipe.process(frame)
+        res = pipe.process(frame, embed=False)  # aiming needs no embedding
         scene = luminance(frame)
         main = res.face
         boxes = [] if main is None else [main.box] + [f.box for f in res.faces if f is not main]

@@ -262,6 +262,7 @@ class GateService:
             out["cache"] = {"state": st.state, "valid": st.state != "invalid",
                             "reason": st.reason or None, "version": st.version,
                             "templates": st.templates, "attendees": st.attendees,
+                            "tombstones": st.tombstones,
                             "valid_until_max": st.valid_until,
                             "next_expiry": self.store.next_expiry(),
                             "threshold": round(st.threshold, 4)}
