@@ -9,7 +9,7 @@ TESTDATA := build/testdata/face_recognition
 FACES94 ?= ../shared/datasets/faces94-female
 
 .PHONY: all venv models testdata calibration-data calibrate demo test lint bench bench-peer \
-	bench-sync bench-lane eval clean distclean
+	bench-sync bench-lane eval clean distclean install uninstall
 
 all: test
 
@@ -110,3 +110,13 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV) $(MODELS_VENV) $(PEER_VENV) models
+
+# The gate as a systemd service on this machine: `make models` as yourself, then
+# `sudo make install` (gate/install.py). The system python3 runs it, so nothing has to be
+# installed first. Options go through INSTALL_ARGS, e.g. INSTALL_ARGS="-y --no-models".
+install:
+	$(PYTHON) -m gate.install install $(INSTALL_ARGS)
+
+# Stops the service, crypto-erases its cache, removes /opt/gate and the unit; asks first.
+uninstall:
+	$(PYTHON) -m gate.install uninstall $(INSTALL_ARGS)
