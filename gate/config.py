@@ -16,6 +16,7 @@ import dataclasses
 import math
 import os
 import re
+import sys
 import tomllib
 import types
 from collections.abc import Collection
@@ -27,7 +28,12 @@ from gate.detect.quality import QualityLimits
 from gate.errors import ConfigError
 
 #: Where ``make models`` puts the model files in a source checkout.
-_CHECKOUT_MODELS = Path(__file__).resolve().parent.parent / "models"
+_CHECKOUT = Path(__file__).resolve().parent.parent
+#: A source checkout keeps models and state beside the code; an installed gate (a venv
+#: under /opt/gate, see gate/install.py) uses the system's places.
+_IN_CHECKOUT = (_CHECKOUT / "pyproject.toml").is_file()
+_CHECKOUT_MODELS = _CHECKOUT / "models" if _IN_CHECKOUT else \
+    Path(sys.prefix).parent / "models"
 
 
 def option(default: Any, *, lo: float | None = None, hi: float | None = None,
@@ -47,7 +53,8 @@ KEY_PIN = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}=[A-Za-z0-9+/]{43}="
 def _default_state_dir() -> str:
     # systemd's StateDirectory= sets $STATE_DIRECTORY; a checkout keeps state in build/.
     return os.environ.get("STATE_DIRECTORY",
-                          str(_CHECKOUT_MODELS.parent / "build" / "state"))
+                          str(_CHECKOUT / "build" / "state") if _IN_CHECKOUT else
+                          "/var/lib/gate")
 
 
 @dataclass(frozen=True)
@@ -171,7 +178,8 @@ class MatchConfig:
 
 def _default_control_socket() -> str:
     # systemd's RuntimeDirectory= sets $RUNTIME_DIRECTORY; a checkout uses build/run.
-    run = os.environ.get("RUNTIME_DIRECTORY", str(_CHECKOUT_MODELS.parent / "build" / "run"))
+    run = os.environ.get("RUNTIME_DIRECTORY", str(_CHECKOUT / "build" / "run")
+                         if _IN_CHECKOUT else "/run/gate")
     return str(Path(run) / "control.sock")
 
 

@@ -423,3 +423,14 @@ def test_expired_templates_are_deleted_while_running(tmp_path, models_dir, photo
         stop.set()
         loop.join(10)
         svc.close()
+
+
+def test_missing_cache_key_is_provisioning_exit_3(tmp_path, models_dir, photos, listener):
+    data = _service_config(tmp_path, models_dir, photos)
+    (tmp_path / "ck").unlink()
+    proc = _spawn(_write_config(tmp_path, data), listener)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 3, out.decode()[-1000:]
+    assert listener.count("READY") == 0
+    assert any(s.startswith("keys: cache-key:") for s in listener.statuses()), \
+        listener.statuses()

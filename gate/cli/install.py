@@ -22,13 +22,13 @@ def add_parser(sub: Any) -> None:
                        description=install.__doc__.split("\n\n")[0] if install.__doc__
                        else None)
     install.add_arguments(p, "install")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, own_config=True)  # works with a broken /etc/gate/gate.toml
     p = sub.add_parser("uninstall", help="remove the gate service, crypto-erasing its cache",
                        description="Stop and disable the service, crypto-erase "
                                    "/var/lib/gate, remove the venv, models and unit; "
                                    "/etc/gate and the credentials stay unless --purge.")
     install.add_arguments(p, "uninstall")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, own_config=True)  # works with a broken /etc/gate/gate.toml
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:  # noqa: ARG001 (the config is unused)

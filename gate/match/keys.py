@@ -92,7 +92,10 @@ def load_key(name: str, *, key_file: Path | None = None, allow_ephemeral: bool =
         if cred.is_file():
             return Key(_parse(cred.read_bytes(), str(cred)), f"credential {name}")
     if key_file is not None:
-        _check_file(key_file)
+        try:
+            _check_file(key_file)
+        except KeyMaterialError as exc:
+            raise KeyMaterialError(f"{name}: {exc}") from None
         return Key(_parse(key_file.read_bytes(), str(key_file)), f"file {key_file}")
     if allow_ephemeral:
         log.warning("key=%s source=ephemeral note=demo/dev only, lives in RAM, cache is "

@@ -9,9 +9,9 @@ service. SIGTERM sends STOPPING=1, ends the loop (relay to its safe state, camer
 buffers wiped), leaves queued entry events in the durable outbox, zeroes the templates
 in RAM and exits 0.
 
-Exit codes (the unit's ``RestartPreventExitStatus=`` uses them): 3 invalid config,
-4 model files missing or not the pinned ones (restarting cannot fix either), 1 anything
-else that stops start-up (restarted by systemd).
+Exit codes (the unit's ``RestartPreventExitStatus=`` uses them): 3 invalid config or a
+missing/unsafe key, 4 model files missing or not the pinned ones (restarting cannot fix
+these), 1 anything else that stops start-up (restarted by systemd).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 from gate import config as config_mod
 from gate.camera import Camera, CameraError, open_camera
 from gate.config import Config
-from gate.errors import ConfigError, GateError, ModelError
+from gate.errors import ConfigError, GateError, KeyMaterialError, ModelError
 from gate.io.devices import GateIO, idle_mock_factory
 from gate.match.store import TemplateStore
 from gate.models import manifest
@@ -360,6 +360,11 @@ def main(config_path: Path | None) -> int:
             log.error("models: %s", exc)
             notifier.status(f"model files: {exc}")
             return EXIT_MODELS
+        except KeyMaterialError as exc:
+            # A missing or unsafe key is provisioning, like the config: no restart fixes it.
+            log.error("keys: %s", exc)
+            notifier.status(f"keys: {exc}")
+            return EXIT_CONFIG
         except GateError as exc:
             log.error("start failed: %s", exc)
             notifier.status(f"start failed: {exc}")

@@ -21,9 +21,10 @@ log = logging.getLogger(__name__)
 PR_SET_DUMPABLE, PR_GET_DUMPABLE = 4, 3
 MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
 CAP_IPC_LOCK = 14
-#: Locking is attempted only when this much may be locked: with MCL_FUTURE every later
-#: allocation counts against the limit, and a gate at 100k templates peaks near 400 MB.
-MIN_LOCKABLE = 768 * 1024 * 1024
+#: Locking is attempted only when this much may be locked. The limit applies to locked
+#: address space (not RSS), and with MCL_FUTURE every later mapping counts: a gate at
+#: 100k templates peaked at 978 MB of address space (the unit allows 2 GiB).
+MIN_LOCKABLE = 1536 * 1024 * 1024
 
 
 @dataclass(frozen=True)
