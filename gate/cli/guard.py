@@ -11,23 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from gate.config import Config
-from gate.errors import ServiceError, ServiceNotRunningError
-from gate.service.control import request
-
-#: A live service answers at once; a short timeout keeps gatectl snappy when it is stuck.
-PROBE_TIMEOUT_S = 2.0
+from gate.errors import ServiceError
+from gate.service.control import probe
 
 
 def service_status(cfg: Config) -> dict[str, Any] | None:
-    """The running service's ``status`` answer, or None when no service runs.
-
-    Raises :class:`ServiceError` when something holds the socket but cannot be asked
-    (no permission, no answer): the caller must not assume the service is stopped.
-    """
-    try:
-        return request(cfg.service.control_socket, "status", timeout=PROBE_TIMEOUT_S)
-    except ServiceNotRunningError:
-        return None
+    """The running service's ``status`` answer, or None when no service runs (see
+    :func:`gate.service.control.probe`)."""
+    return probe(cfg.service.control_socket)
 
 
 def ensure_stopped(cfg: Config, holds: str) -> None:

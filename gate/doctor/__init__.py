@@ -22,7 +22,7 @@ from typing import Any
 from gate.config import Config
 from gate.doctor import broker, files, host
 from gate.doctor.result import Result, Status, fail, skip
-from gate.errors import ServiceError, ServiceNotRunningError
+from gate.errors import ServiceError
 
 __all__ = ["CHECKS", "Context", "Result", "Status", "run", "service_status"]
 
@@ -68,12 +68,10 @@ class Context:
 
 def service_status(socket_path: str | Path) -> tuple[dict[str, Any] | None, bool]:
     """(the running service's status or None, True when it might run but did not answer)."""
-    from gate.service.control import request
+    from gate.service.control import probe
 
     try:
-        return request(socket_path, "status", timeout=3.0), False
-    except ServiceNotRunningError:
-        return None, False
+        return probe(socket_path), False
     except ServiceError:
         return None, True
 

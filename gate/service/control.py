@@ -69,6 +69,19 @@ def request(path: str | Path, cmd: str, *, timeout: float = 5.0,
     return result
 
 
+def probe(path: str | Path, *, timeout: float = 2.0) -> dict[str, Any] | None:
+    """The running service's ``status``, or None when no service runs.
+
+    A stale socket file left by a crash refuses connections and counts as not running.
+    Raises :class:`ServiceError` when something holds the socket but cannot be asked (no
+    permission, no answer): the caller must not assume the service is stopped.
+    """
+    try:
+        return request(path, "status", timeout=timeout)
+    except ServiceNotRunningError:
+        return None
+
+
 def _read_line(sock: socket.socket) -> bytes:
     buf = bytearray()
     while b"\n" not in buf:
