@@ -269,9 +269,8 @@ class GateService:
         out["broker"] = {"enabled": self.sync is not None,
                          "connected": bool(self.sync and self.sync.wait_connected(0)),
                          "resync_needed": bool(self.sync and self.sync.resync_needed)}
-        db = self.sync.db if self.sync is not None else \
-            getattr(self.entries, "db", None)
-        out["outbox"] = db.depth() if db is not None and self.sync is not None else 0
+        # Without the link nothing is ever queued: entries stay in the local log only.
+        out["outbox"] = self.sync.db.depth() if self.sync is not None else 0
         if rt is not None:
             s = rt.stats
             lat = sorted(s.latencies_ms[-100:])
