@@ -8,14 +8,18 @@
 * ``mqtt-key.pem`` — the TLS client key (EC P-256, PKCS#8 PEM, as :mod:`sync.pki` makes);
 * ``gate.csr`` — a certificate request for that key, CN = gate id, O = venue.
 
-Central gets only public things: the CSR and the two public keys (``GateKeys``). It
-answers with the venue CA, the gate's certificate and the event's ``template-key``.
+Central gets only public things: the CSR, the two public keys and a proof (``GateKeys``):
+the signing key's signature over :func:`enrolment_message`, which binds the gate id, the
+venue, the sealing key and the CSR together and shows that whoever sends them holds the
+signing key (the CSR's own signature shows the same for the TLS key). It answers with the
+venue CA, the gate's certificate and the event's ``template-key``.
 The names are the systemd credential names the service loads.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -45,6 +49,7 @@ class GateKeys:
     sign_pub: str  # base64 of the raw Ed25519 public key
     seal_pub: str  # base64 of the raw X25519 public key
     csr: Path
+    proof: str  # base64 of the signing key's signature over enrolment_message()
 
     @property
     def sign_pin(self) -> str:
@@ -55,6 +60,12 @@ class GateKeys:
     def files(self) -> list[Path]:
         """The private key files (to encrypt as credentials, then shred)."""
         return [self.directory / name for name in KEY_FILES]
+
+
+def enrolment_message(*, gate: str, venue: str, seal_pub: bytes, csr_der: bytes) -> bytes:
+    """What the gate's signing key signs for central: domain-separated, unambiguous."""
+    return b"\0".join([b"facepass-gate-enrolment-v1", gate.encode(), venue.encode(),
+                        seal_pub, hashlib.sha256(csr_der).digest()])
 
 
 def existing(directory: Path) -> list[Path]:
@@ -130,6 +141,8 @@ def generate(directory: Path, *, gate: str, venue: str, replace: bool = False) -
         os.fsync(dfd)
     finally:
         os.close(dfd)
-    return GateKeys(directory, gate, venue,
-                    _b64(sign.public_key().public_bytes_raw()),
-                    _b64(seal.public_key().public_bytes_raw()), directory / CSR_FILE)
+    seal_pub = seal.public_key().public_bytes_raw()
+    proof = sign.sign(enrolment_message(gate=gate, venue=venue, seal_pub=seal_pub,
+                                        csr_der=csr.public_bytes(serialization.Encoding.DER)))
+    return GateKeys(directory, gate, venue, _b64(sign.public_key().public_bytes_raw()),
+                    _b64(seal_pub), directory / CSR_FILE, _b64(proof))

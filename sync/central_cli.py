@@ -1,7 +1,7 @@
 """``python -m sync.central``: the reference central's command line.
 
     init-venue DIR --venue V --event E --gates G1 G2 …   keys, certificates, broker config
-    add-gate --venue-dir DIR --gate G --csr FILE --sign-pub B64 --seal-pub B64
+    add-gate --venue-dir DIR --gate G --csr FILE --sign-pub B64 --seal-pub B64 --proof B64
                                                           enrol a gate that made its own keys
     enrol DIR ATTENDEE PHOTO [PHOTO …] [--days N]        photo → protected template → gates
     revoke DIR ATTENDEE [ATTENDEE …]                      revoke everywhere, await receipts
@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--csr", type=Path, required=True, help="the gate's gate.csr")
     add.add_argument("--sign-pub", required=True, help="the gate's signing key (B64 or G=B64)")
     add.add_argument("--seal-pub", required=True, help="the gate's sealing key (B64)")
+    add.add_argument("--proof", required=True,
+                     help="the signing key's signature from gatectl keys init (B64)")
     add.add_argument("--days", type=int, default=30, help="certificate validity")
     add.add_argument("--replace", action="store_true", help="re-key a gate already enrolled")
     for name in ("enrol", "revoke", "snapshot", "rotate-key", "listen", "events", "receipts"):
@@ -89,7 +91,8 @@ def _run(args: argparse.Namespace) -> int:
         from sync.pki import enrol_gate, gate_instructions
 
         enrol_gate(args.venue_dir, args.gate, csr_pem=args.csr.read_bytes(),
-                   sign_pub=args.sign_pub, seal_pub=args.seal_pub, days=args.days,
+                   sign_pub=args.sign_pub, seal_pub=args.seal_pub, proof=args.proof,
+                   days=args.days,
                    replace=args.replace)
         print(gate_instructions(args.venue_dir, args.gate))
         return 0

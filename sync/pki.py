@@ -16,6 +16,7 @@ protects the link to the broker, the application keys protect messages end to en
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import ipaddress
 import json
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -377,12 +379,31 @@ def _replace_file(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
+def _check_proof(signer: ed25519.Ed25519PublicKey, proof: str, *, gate: str, venue: str,
+                 seal_raw: bytes, csr_pem: bytes) -> None:
+    from gate.keygen import enrolment_message  # the gate side of the same message
+
+    try:
+        sig = base64.b64decode(proof, validate=True)
+    except (ValueError, binascii.Error):
+        raise EnrolmentError("proof: not base64") from None
+    der = x509.load_pem_x509_csr(csr_pem).public_bytes(serialization.Encoding.DER)
+    try:
+        signer.verify(sig, enrolment_message(gate=gate, venue=venue, seal_pub=seal_raw,
+                                             csr_der=der))
+    except InvalidSignature:
+        raise EnrolmentError("proof: not signed by sign-pub over this gate, venue, "
+                             "seal-pub and CSR (keys from another keys init?)") from None
+
+
 def enrol_gate(venue_dir: Path, gate: str, *, csr_pem: bytes, sign_pub: str, seal_pub: str,
-               days: int = 30, replace: bool = False) -> dict[str, Path]:
+               proof: str, days: int = 30, replace: bool = False) -> dict[str, Path]:
     """Enrol a gate that generated its own keys (``gatectl keys init``).
 
     Checks everything first (the CSR's signature, CN = ``gate``, O = the venue if given,
-    an EC P-256 key; both public keys), then: issues the gate's client certificate from
+    an EC P-256 key; both public keys; ``proof``: the signing key's signature over
+    :func:`gate.keygen.enrolment_message`, so the sender holds that key and vouches for
+    the sealing key and the CSR), then: issues the gate's client certificate from
     the venue CA into ``gates/<gate>/client.crt`` with ``ca.crt`` beside it, writes the
     event's ``credentials/template-key`` for the gate to pick up, records the public keys
     in ``venue.json`` (central seals templates to the sealing key and verifies receipts
@@ -402,9 +423,10 @@ def enrol_gate(venue_dir: Path, gate: str, *, csr_pem: bytes, sign_pub: str, sea
     sign_raw = _public_key(sign_pub, gate, "sign-pub")
     seal_raw = _public_key(seal_pub, gate, "seal-pub")
     try:
-        ed25519.Ed25519PublicKey.from_public_bytes(sign_raw)
+        signer = ed25519.Ed25519PublicKey.from_public_bytes(sign_raw)
     except ValueError:
         raise EnrolmentError("sign-pub: not an Ed25519 public key") from None
+    _check_proof(signer, proof, gate=gate, venue=venue, seal_raw=seal_raw, csr_pem=csr_pem)
     if sign_raw == seal_raw:
         raise EnrolmentError("sign-pub and seal-pub are the same key: swapped arguments?")
     for other, keys in facts["gates"].items():

@@ -150,7 +150,7 @@ def venue(tmp_path) -> Path:
 
 def add_gate(venue: Path, out: Path, report: dict, **over: str) -> int:
     args = {"--gate": "lane-2", "--csr": str(out / "gate.csr"), "--sign-pub": report["sign_pub"],
-            "--seal-pub": report["seal_pub"], **over}
+            "--seal-pub": report["seal_pub"], "--proof": report["proof"], **over}
     argv = ["add-gate", "--venue-dir", str(venue)]
     for k, v in args.items():
         argv += [k, v]
@@ -199,6 +199,9 @@ def _corrupt_signature(pem: bytes) -> bytes:
     ("short key", "seal-pub: 24 bytes, expected a 32-byte public key"),
     ("key of another gate", "sign-pub: pinned for gate 'lane-1', not 'lane-2'"),
     ("already enrolled", "gate 'lane-1' is already enrolled"),
+    ("proof from other keys", "proof: not signed by sign-pub"),
+    ("seal key swapped in", "proof: not signed by sign-pub"),
+    ("proof not base64", "proof: not base64"),
     ("missing CSR", "No such file or directory"),
 ])
 def test_add_gate_refuses_garbage_and_writes_nothing(venue, made, capsys, case, message):
@@ -222,6 +225,15 @@ def test_add_gate_refuses_garbage_and_writes_nothing(venue, made, capsys, case, 
         over["--sign-pub"] = "lane-1=" + report["sign_pub"].split("=", 1)[1]
     elif case == "already enrolled":
         over["--gate"] = "lane-1"
+    elif case == "proof from other keys":
+        # A signature by some other key: the sender does not hold sign-pub's private key.
+        other = ed25519.Ed25519PrivateKey.generate().sign(b"facepass-gate-enrolment-v1")
+        over["--proof"] = base64.b64encode(other).decode()
+    elif case == "seal key swapped in":
+        # Someone swaps in their own sealing key: the gate's proof no longer covers it.
+        over["--seal-pub"] = base64.b64encode(os.urandom(32)).decode()
+    elif case == "proof not base64":
+        over["--proof"] = "%%%"
     else:
         over["--csr"] = str(venue.parent / "nope.csr")
     before = tree(venue)

@@ -86,11 +86,12 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     keys = keygen.generate(out, gate=cfg.gate.id, venue=cfg.gate.venue, replace=True)
     central_cmd = (f"python -m sync.central add-gate --venue-dir VENUE_DIR --gate {keys.gate} "
                    f"--csr {keys.csr.name} --sign-pub {keys.sign_pub} "
-                   f"--seal-pub {keys.seal_pub}")
+                   f"--seal-pub {keys.seal_pub} --proof {keys.proof}")
     if args.json:
         print(json.dumps({"gate": keys.gate, "venue": keys.venue, "dir": str(out),
                           "files": [str(p) for p in keys.files], "csr": str(keys.csr),
                           "sign_pub": keys.sign_pin, "seal_pub": keys.seal_pub,
+                          "proof": keys.proof,
                           "central": central_cmd, "next": next_steps(keys)}, indent=2))
         return 0
     print(f"keys for gate {keys.gate} (venue {keys.venue}) in {out} (0700, keys 0600): "
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     print("for central (public, safe to send):")
     print(f"  signing key  {keys.sign_pin}")
     print(f"  sealing key  {keys.seal_pub}")
+    print(f"  proof        {keys.proof}  (the signing key's signature over all of these)")
     print(f"  CSR          {keys.csr}  (CN={keys.gate}, O={keys.venue})")
     print(f"  central runs: {central_cmd}")
     print("on this gate, now: encrypt each key as a systemd credential, then shred the "
