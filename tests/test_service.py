@@ -434,3 +434,42 @@ def test_missing_cache_key_is_provisioning_exit_3(tmp_path, models_dir, photos, 
     assert listener.count("READY") == 0
     assert any(s.startswith("keys: cache-key:") for s in listener.statuses()), \
         listener.statuses()
+
+
+def test_sigterm_releases_an_open_relay_to_its_safe_state(tmp_path, models_dir, photos,
+                                                          listener, monkeypatch):
+    """The service's own main(), in this process's main thread so its SIGTERM handler is
+    the one that runs: the fire input holds the flapper open, SIGTERM arrives, and the
+    relay is back in its safe state (closed) when main() returns 0."""
+    from gate.service import daemon
+
+    data = _service_config(tmp_path, models_dir, photos)
+    cfg_path = _write_config(tmp_path, data)
+    cfg = from_dict(data)
+    factory = idle_mock_factory(cfg.gpio)
+    relay = factory.pin(cfg.gpio.relay_pin)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(listener.path))
+    seen: dict[str, int] = {}
+
+    def alarm_then_term() -> None:
+        listener.wait_for("READY", 30)
+        factory.pin(cfg.gpio.emergency_pin).drive_low()  # fire loop opens: alarm
+        deadline = time.monotonic() + 5
+        while relay.state != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen["relay_before"] = relay.state
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    old_term, old_int = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    driver = threading.Thread(target=alarm_then_term, daemon=True)
+    driver.start()
+    try:
+        code = daemon.main(cfg_path, pin_factory=factory)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
+        driver.join(5)
+    assert code == 0
+    assert seen["relay_before"] == 1, "the alarm never opened the flapper"
+    assert relay.state == 0  # released: closed, the configured safe state
+    assert listener.wait_for("STOPPING", 2)["STATUS"] == "stopping (SIGTERM)"

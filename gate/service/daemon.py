@@ -327,8 +327,11 @@ class GateService:
                 log.exception("stop: a shutdown step failed")
 
 
-def main(config_path: Path | None) -> int:
-    """Run the service until SIGTERM/SIGINT; returns the process exit code."""
+def main(config_path: Path | None, *, pin_factory: Any = None) -> int:
+    """Run the service until SIGTERM/SIGINT; returns the process exit code.
+
+    ``pin_factory``: gpiozero's factory to use instead of the configured one (tests).
+    """
     from gate.service.logs import setup
 
     notifier = Notifier()
@@ -351,7 +354,7 @@ def main(config_path: Path | None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    service = GateService(cfg, notifier=notifier)
+    service = GateService(cfg, notifier=notifier, pin_factory=pin_factory)
     try:
         try:
             service.start()
