@@ -64,6 +64,15 @@ class NotifyListener:
     def count(self, key: str, since: float = 0.0) -> int:
         return sum(1 for t, m in list(self.messages) if key in m and t >= since)
 
+    def has_status(self, pred, timeout: float = 2.0) -> bool:
+        """A STATUS line matching ``pred`` arrived (waiting a moment for the reader)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(pred(s) for s in self.statuses()):
+                return True
+            time.sleep(0.02)
+        return False
+
     def statuses(self) -> list[str]:
         return [m["STATUS"] for _, m in list(self.messages) if "STATUS" in m]
 
@@ -210,7 +219,7 @@ def test_watchdog_pings_only_while_the_loop_progresses(tmp_path, models_dir, pho
         stalled_at = time.monotonic()
         time.sleep(1.0)
         assert listener.count("WATCHDOG", since=stalled_at) == 0, "pinged while stuck"
-        assert any(s.startswith("stalled") for s in listener.statuses())
+        assert listener.has_status(lambda s: s.startswith("stalled"))
         assert request(cfg.service.control_socket, "status")["stalled"] is True
         camera.release.set()  # the driver recovers: pings resume
         time.sleep(1.0)
@@ -303,7 +312,7 @@ def test_invalid_config_is_named_and_the_loop_never_starts(tmp_path, models_dir,
     assert proc.returncode == 3
     assert "gpio.relay_pin" in out.decode()
     assert listener.count("READY") == 0
-    assert any("gpio.relay_pin" in s for s in listener.statuses())
+    assert listener.has_status(lambda s: "gpio.relay_pin" in s)
 
 
 def test_missing_models_stop_start_up_with_exit_4(tmp_path, models_dir, photos, listener):
@@ -313,7 +322,7 @@ def test_missing_models_stop_start_up_with_exit_4(tmp_path, models_dir, photos, 
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 4, out.decode()[-1000:]
     assert listener.count("READY") == 0
-    assert any(s.startswith("model files:") for s in listener.statuses())
+    assert listener.has_status(lambda s: s.startswith("model files:"))
 
 
 def test_camera_missing_at_start_fails_without_ready(tmp_path, models_dir, photos, listener):
@@ -432,8 +441,7 @@ def test_missing_cache_key_is_provisioning_exit_3(tmp_path, models_dir, photos, 
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 3, out.decode()[-1000:]
     assert listener.count("READY") == 0
-    assert any(s.startswith("keys: cache-key:") for s in listener.statuses()), \
-        listener.statuses()
+    assert listener.has_status(lambda s: s.startswith("keys: cache-key:")), listener.statuses()
 
 
 def test_sigterm_releases_an_open_relay_to_its_safe_state(tmp_path, models_dir, photos,
@@ -473,3 +481,36 @@ def test_sigterm_releases_an_open_relay_to_its_safe_state(tmp_path, models_dir, 
     assert seen["relay_before"] == 1, "the alarm never opened the flapper"
     assert relay.state == 0  # released: closed, the configured safe state
     assert listener.wait_for("STOPPING", 2)["STATUS"] == "stopping (SIGTERM)"
+
+
+@pytest.mark.parametrize("argv", [["status"], ["status", "--json"], ["sync", "status"],
+                                  ["sync", "resync"]])
+def test_service_commands_without_a_service_exit_6_in_one_line(tmp_path, capsys, argv):
+    from gate.cli.main import EXIT_SERVICE, main
+
+    cfg = tmp_path / "gate.toml"
+    cfg.write_text(f'[service]\ncontrol_socket = "{tmp_path / "none.sock"}"\n')
+    assert main(["--config", str(cfg), *argv]) == EXIT_SERVICE
+    err = capsys.readouterr().err
+    assert err.startswith("gatectl: the gate service is not running") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [["run", "--now"], ["sync"], ["sync", "restart"],
+                                  ["status", "--id", "x"]])
+def test_service_commands_refuse_garbage_arguments(capsys, argv):
+    from gate.cli.main import EXIT_USAGE, main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("gatectl: ") and err.count("\n") == 1
+
+
+def test_run_without_any_config_file_is_refused(tmp_path, monkeypatch, listener):
+    """The service never runs a real lane on built-in defaults (demo ids, no keys)."""
+    from gate.service import daemon
+
+    monkeypatch.setenv("NOTIFY_SOCKET", str(listener.path))
+    assert daemon.main(None) == daemon.EXIT_CONFIG
+    assert listener.wait_for("STATUS", 2)["STATUS"].startswith("config invalid: no config file")
