@@ -99,6 +99,7 @@ class GateSync:
         self._mids_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._connected = threading.Event()
+        self._stopping = False
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=gate,
                                   protocol=mqtt.MQTTv5)
         self.client.tls_set_context(tls_context(link))
@@ -141,6 +142,7 @@ class GateSync:
 
     def start(self) -> None:
         """Connect in the background; reconnects by itself."""
+        self._stopping = False
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.link.session_expiry_s
         self.client.connect_async(self.link.host, self.link.port, self.link.keepalive_s,
@@ -157,6 +159,7 @@ class GateSync:
             info = self.client.publish(self._topic("status"), self._status_payload("offline"),
                                        qos=1, retain=True)
             info.wait_for_publish(2.0)
+        self._stopping = True  # our own disconnect: not worth a warning
         self.client.disconnect()
         self.client.loop_stop()
         with self._lock:
@@ -188,7 +191,10 @@ class GateSync:
         self._connected.clear()
         with self._mids_lock:
             self._inflight.clear()  # unacknowledged messages stay in the outbox
-        log.warning("sync: disconnected (%s); events queue in the outbox", reason)
+        if self._stopping:
+            log.info("sync: disconnected (stopping)")
+        else:
+            log.warning("sync: disconnected (%s); events queue in the outbox", reason)
 
     # --- outgoing ----------------------------------------------------------------------
 
