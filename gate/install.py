@@ -45,6 +45,7 @@ from pathlib import Path
 
 from gate.cli.ask import confirm
 from gate.errors import GateError
+from gate.exitcodes import EXIT_CANCELLED
 from gate.match.atomic import destroy
 
 PROG = "gate install"
@@ -64,7 +65,6 @@ MARKER = ".gate-install.json"
 #: deleting the prefix on uninstall would take system files with it.
 _FORBIDDEN = ("/home", "/root", "/run", "/tmp", "/var/tmp", "/proc", "/sys", "/dev", "/etc",
               "/boot", "/var/lib/gate")
-EXIT_CANCELLED = 7  # as gatectl's
 
 
 class InstallError(GateError, RuntimeError):

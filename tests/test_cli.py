@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gate.cli.main import EXIT_CONFIG, EXIT_DATA, EXIT_MODELS, EXIT_OK, EXIT_USAGE, main
+from gate.cli.main import main
+from gate.exitcodes import EXIT_CONFIG, EXIT_DATA, EXIT_MODELS, EXIT_OK, EXIT_USAGE
 
 
 @pytest.fixture

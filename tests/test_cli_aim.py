@@ -26,8 +26,9 @@ from gate import aim
 from gate.camera import Camera, CameraError, open_camera
 from gate.camera.replay import ReplayCamera, fit_into
 from gate.cli import camera as camera_cli
-from gate.cli.main import EXIT_FAIL, EXIT_OK, EXIT_SERVICE, build_parser, main
+from gate.cli.main import build_parser, main
 from gate.detect.quality import Measures, QualityLimits
+from gate.exitcodes import EXIT_FAIL, EXIT_OK, EXIT_SERVICE
 from gate.service.control import ControlServer
 
 LIMITS = QualityLimits()

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from gate import config as config_mod
-from gate.cli.main import EXIT_CANCELLED, EXIT_FAIL, EXIT_OK, EXIT_SERVICE, main
+from gate.cli.main import main
+from gate.exitcodes import EXIT_CANCELLED, EXIT_FAIL, EXIT_OK, EXIT_SERVICE
 from gate.match.store import CACHE_FILE, JOURNAL_FILE, KEY_FILE, Enrolment, TemplateStore
 from gate.service.control import ControlServer, Handler
 from sync.db import SyncDB

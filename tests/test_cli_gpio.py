@@ -17,9 +17,10 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from gate.cli import gpio as gpio_cli
-from gate.cli.main import EXIT_CANCELLED, EXIT_OK, EXIT_SERVICE, build_parser, main
+from gate.cli.main import build_parser, main
 from gate.config import Config, GpioConfig
 from gate.errors import GateError, ServiceError
+from gate.exitcodes import EXIT_CANCELLED, EXIT_OK, EXIT_SERVICE
 from gate.service.control import ControlServer
 
 G = GpioConfig()

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from gate import config as config_mod
-from gate.cli.main import EXIT_CONFIG, EXIT_OK, EXIT_USAGE, main
+from gate.cli.main import main
 from gate.errors import ConfigError
+from gate.exitcodes import EXIT_CONFIG, EXIT_OK, EXIT_USAGE
 
 LANE = '[gate]\nid = "lane-1"\nvenue = "arena"\nevent = "final"\n'
 

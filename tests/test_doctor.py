@@ -21,11 +21,12 @@ import numpy as np
 import pytest
 
 from gate import doctor
-from gate.cli.main import EXIT_FAIL, EXIT_OK, main
+from gate.cli.main import main
 from gate.config import Config, load
 from gate.doctor import broker as broker_check
 from gate.doctor import files, host
 from gate.doctor.result import Status
+from gate.exitcodes import EXIT_FAIL, EXIT_OK
 from gate.match.store import Enrolment, TemplateStore
 from gate.service.control import ControlServer
 from sync.pki import init_venue

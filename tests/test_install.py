@@ -19,6 +19,7 @@ import pytest
 
 from gate import install
 from gate.cli import main as gatectl
+from gate.exitcodes import EXIT_CANCELLED
 from gate.match import atomic, cachefile
 from gate.match.keys import Key
 from gate.match.protect import Protector
@@ -354,7 +355,7 @@ def test_gatectl_uninstall_asks_and_without_a_terminal_cancels(tmp_path, capsys,
     root = tmp_path / "root"
     (root / "var/lib/gate").mkdir(parents=True)
     (root / "var/lib/gate" / KEY_FILE).write_bytes(b"k" * 65)
-    assert gatectl.main(["uninstall", "--root", str(root)]) == gatectl.EXIT_CANCELLED
+    assert gatectl.main(["uninstall", "--root", str(root)]) == EXIT_CANCELLED
     assert (root / "var/lib/gate" / KEY_FILE).exists()  # nothing erased
     assert "pass -y" in capsys.readouterr().err
     assert gatectl.main(["uninstall", "--root", str(root), "-y"]) == 0

@@ -26,10 +26,11 @@ from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from gate.cli import keys as keys_cli
-from gate.cli.main import EXIT_CANCELLED, EXIT_CONFIG, EXIT_OK, main
+from gate.cli.main import main
 from gate.config import KEY_PIN, from_dict, load
 from gate.doctor import broker as broker_check
 from gate.doctor.result import Status
+from gate.exitcodes import EXIT_CANCELLED, EXIT_CONFIG, EXIT_OK
 from gate.match.store import TemplateStore
 from sync import central_cli
 from sync.central import Central

@@ -19,6 +19,7 @@ import pytest
 from gate.camera.replay import ReplayCamera
 from gate.config import from_dict
 from gate.errors import ServiceError, ServiceNotRunningError
+from gate.exitcodes import EXIT_CONFIG
 from gate.io.devices import idle_mock_factory
 from gate.service.control import ControlServer, request
 from gate.service.daemon import GateService
@@ -486,7 +487,8 @@ def test_sigterm_releases_an_open_relay_to_its_safe_state(tmp_path, models_dir, 
 @pytest.mark.parametrize("argv", [["status"], ["status", "--json"], ["sync", "status"],
                                   ["sync", "resync"]])
 def test_service_commands_without_a_service_exit_6_in_one_line(tmp_path, capsys, argv):
-    from gate.cli.main import EXIT_SERVICE, main
+    from gate.cli.main import main
+    from gate.exitcodes import EXIT_SERVICE
 
     cfg = tmp_path / "gate.toml"
     cfg.write_text(f'[service]\ncontrol_socket = "{tmp_path / "none.sock"}"\n')
@@ -498,7 +500,8 @@ def test_service_commands_without_a_service_exit_6_in_one_line(tmp_path, capsys,
 @pytest.mark.parametrize("argv", [["run", "--now"], ["sync"], ["sync", "restart"],
                                   ["status", "--id", "x"]])
 def test_service_commands_refuse_garbage_arguments(capsys, argv):
-    from gate.cli.main import EXIT_USAGE, main
+    from gate.cli.main import main
+    from gate.exitcodes import EXIT_USAGE
 
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -512,5 +515,5 @@ def test_run_without_any_config_file_is_refused(tmp_path, monkeypatch, listener)
     from gate.service import daemon
 
     monkeypatch.setenv("NOTIFY_SOCKET", str(listener.path))
-    assert daemon.main(None) == daemon.EXIT_CONFIG
+    assert daemon.main(None) == EXIT_CONFIG
     assert listener.wait_for("STATUS", 2)["STATUS"].startswith("config invalid: no config file")

@@ -22,12 +22,11 @@ from gate.cli.ask import confirm
 from gate.cli.guard import service_status
 from gate.config import Config
 from gate.errors import CacheError, GateError, KeyMaterialError, ServiceError
+from gate.exitcodes import EXIT_CANCELLED
 from gate.match import cachefile, offline
 from gate.match.keys import Key, load_key
 from gate.match.threshold import CALIBRATIONS, ThresholdPolicy
 from gate.service.control import request
-
-EXIT_CANCELLED = 7
 
 
 def add_parser(sub: Any) -> None:

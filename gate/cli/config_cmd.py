@@ -17,10 +17,7 @@ from typing import Any
 
 from gate import config as config_mod
 from gate.config import Config
-
-#: Same value as gate.cli.main.EXIT_CONFIG (importing main here would be circular).
-EXIT_INVALID = 3
-EXIT_USAGE = 2
+from gate.exitcodes import EXIT_CONFIG, EXIT_USAGE
 
 
 def add_parser(sub: Any) -> None:
@@ -69,4 +66,4 @@ def run(args: argparse.Namespace, cfg: Config) -> int:  # noqa: ARG001 - reads F
         for e in errors:
             print(f"✗ {e}")
         print(f"{path}: {len(errors)} error{'s' if len(errors) > 1 else ''}")
-    return EXIT_INVALID if errors else 0
+    return EXIT_CONFIG if errors else 0

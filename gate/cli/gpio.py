@@ -19,10 +19,10 @@ from gate.cli.ask import confirm
 from gate.cli.guard import ensure_stopped
 from gate.config import Config, GpioConfig
 from gate.errors import GateError
+from gate.exitcodes import EXIT_CANCELLED
 from gate.io.devices import GateIO, idle_mock_factory
 from gate.policy import Indication
 
-EXIT_CANCELLED = 7
 #: Input polling period: fast enough to see a hand waved through a beam.
 POLL_S = 0.01
 DEFAULT_INPUT_S = 10.0

@@ -14,6 +14,7 @@ from typing import Any
 
 from gate import install
 from gate.config import Config
+from gate.exitcodes import EXIT_CANCELLED
 
 
 def add_parser(sub: Any) -> None:
@@ -37,5 +38,5 @@ def run(args: argparse.Namespace, cfg: Config) -> int:  # noqa: ARG001 (the conf
         install.run(args)
     except install.NotConfirmedError as exc:
         print(f"gatectl: {exc}", file=sys.stderr)
-        return install.EXIT_CANCELLED
+        return EXIT_CANCELLED
     return 0

@@ -19,12 +19,12 @@ from gate import keygen
 from gate.cli.ask import confirm
 from gate.config import Config
 from gate.errors import ConfigError
+from gate.exitcodes import EXIT_CANCELLED
 
 #: RAM-backed: plaintext keys written here vanish at shutdown and never touch storage.
 DEFAULT_OUT = Path("/run/gate-keys")
 #: Where the installed gate's encrypted credentials live.
 CREDSTORE = Path("/etc/credstore.encrypted")
-EXIT_CANCELLED = 7  # same as gate.cli.main.EXIT_CANCELLED (main imports this module)
 
 
 def add_parser(sub: Any) -> None:

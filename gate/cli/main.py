@@ -41,9 +41,14 @@ from gate.errors import (
     ModelError,
     ServiceError,
 )
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG, EXIT_MODELS, EXIT_DATA, EXIT_SERVICE, \
-    EXIT_CANCELLED = range(8)
+from gate.exitcodes import (
+    EXIT_CONFIG,
+    EXIT_DATA,
+    EXIT_FAIL,
+    EXIT_MODELS,
+    EXIT_SERVICE,
+    EXIT_USAGE,
+)
 
 _COMMANDS = (service, status, doctor, config_cmd, camera, gpio, cache, events, keys, evaluate,
              bench, models, install)

@@ -31,6 +31,7 @@ from gate import config as config_mod
 from gate.camera import Camera, CameraError, open_camera
 from gate.config import Config
 from gate.errors import ConfigError, GateError, KeyMaterialError, ModelError
+from gate.exitcodes import EXIT_CONFIG, EXIT_FAIL, EXIT_MODELS, EXIT_OK
 from gate.io.devices import GateIO, idle_mock_factory
 from gate.match.store import TemplateStore
 from gate.models import manifest
@@ -43,7 +44,6 @@ from gate.service.notify import Notifier, watchdog_interval_s
 
 log = logging.getLogger("gate.service")
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_MODELS = 0, 1, 3, 4
 #: Camera opening attempts at start-up before giving up (systemd then restarts us).
 CAMERA_TRIES = 3
 
@@ -370,7 +370,7 @@ def main(config_path: Path | None, *, pin_factory: Any = None) -> int:
         except GateError as exc:
             log.error("start failed: %s", exc)
             notifier.status(f"start failed: {exc}")
-            return EXIT_FAILED
+            return EXIT_FAIL
         if not stop.is_set():
             service.serve(stop)
     finally:
