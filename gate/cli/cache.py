@@ -25,6 +25,7 @@ from gate.errors import CacheError, GateError, KeyMaterialError, ServiceError
 from gate.exitcodes import EXIT_CANCELLED
 from gate.match import cachefile, offline
 from gate.match.keys import Key, load_key
+from gate.match.store import erase
 from gate.match.threshold import CALIBRATIONS, ThresholdPolicy
 from gate.service.control import request
 
@@ -213,7 +214,7 @@ def run_wipe(args: argparse.Namespace, cfg: Config) -> int:
               "cache crypto-erased by the gate service (data key destroyed); everyone goes "
               "to the staffed lane until central sends a new snapshot")
         return 0
-    gone = offline.erase(directory)
+    gone = erase(directory)
     _done(args, {"erased": True, "by": "gatectl", "files": gone},
           f"cache crypto-erased: {', '.join(gone)} overwritten and removed (data key first); "
           "central must send a new snapshot")

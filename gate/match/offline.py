@@ -9,7 +9,8 @@ expired attendees (a journal entry or a new snapshot). A diagnostic must change 
 and replays the journal over counts only; nothing is written. Attendee ids are held only
 long enough to count them and never leave this module.
 
-:func:`erase` is the on-disk half of :meth:`TemplateStore.wipe`: it needs no key (the
+:func:`gate.match.store.erase` is the on-disk half of
+:meth:`TemplateStore.wipe`: it needs no key (the
 service's key usually lives in a systemd credential that gatectl cannot read), and
 destroying the wrapped data key first makes the rest unreadable at once.
 """
@@ -24,14 +25,13 @@ import numpy as np
 
 from gate.errors import CacheError
 from gate.match import cachefile, changes
-from gate.match.atomic import destroy
 from gate.match.gallery import DIM
 from gate.match.journal import Journal
 from gate.match.keys import DataKey, Key
-from gate.match.store import CACHE_FILE, JOURNAL_FILE, KEY_FILE
+from gate.match.store import CACHE_FILE, ERASE_ORDER, JOURNAL_FILE, KEY_FILE
 
-#: The store's files, in the order :func:`erase` destroys them (data key first).
-FILES = (KEY_FILE, CACHE_FILE, JOURNAL_FILE)
+#: The store's files (in :func:`gate.match.store.erase` order: data key first).
+FILES = ERASE_ORDER
 
 
 @dataclass(frozen=True)
@@ -172,22 +172,3 @@ def _journal_entries(path: Path, dek: bytes, snapshot: bytes) -> list[bytearray]
         return Journal(Path(f"/proc/self/fd/{fd}"), dek, snapshot).read()
     finally:
         os.close(fd)
-
-
-def erase(directory: Path) -> list[str]:
-    """Crypto-erase the cache files in ``directory``; returns the names destroyed.
-
-    The wrapped data key goes first: once it is overwritten and removed, the cache and
-    journal decrypt with nothing the gate holds. Leftover temporaries of an interrupted
-    write are destroyed too (they were written under the same data key).
-    """
-    directory = Path(directory)
-    gone = []
-    for name in FILES:
-        if (directory / name).exists():
-            destroy(directory / name)
-            gone.append(name)
-    for tmp in sorted(directory.glob(".templates.*.tmp")):
-        destroy(tmp)
-        gone.append(tmp.name)
-    return gone

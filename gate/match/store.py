@@ -588,11 +588,7 @@ class TemplateStore:
     @_locked
     def wipe(self) -> None:
         """Crypto-erase: destroy the data key and the cache, zero the RAM copy."""
-        self._datakey.destroy()
-        destroy(self.directory / CACHE_FILE)
-        if self._journal is not None:
-            self._journal.destroy()
-        destroy(self.directory / JOURNAL_FILE)
+        erase(self.directory)
         self._dek, self._journal = None, None
         self._gallery.wipe()
         self._meta.clear()
@@ -600,6 +596,29 @@ class TemplateStore:
         self._invalid = None
         self._version = 0
         log.warning("cache: wiped (crypto-erase)")
+
+
+#: The files :func:`erase` destroys, in order: the wrapped data key first, so the cache and
+#: journal decrypt with nothing on the device from that instant.
+ERASE_ORDER = (KEY_FILE, CACHE_FILE, JOURNAL_FILE)
+
+
+def erase(directory: Path) -> list[str]:
+    """Crypto-erase the cache files in ``directory`` without a key; returns the names.
+
+    Leftover temporaries of an interrupted write are destroyed too (they were written under
+    the same data key).
+    """
+    directory = Path(directory)
+    gone = []
+    for name in ERASE_ORDER:
+        if (directory / name).exists():
+            destroy(directory / name)
+            gone.append(name)
+    for tmp in sorted(directory.glob(".templates.*.tmp")):
+        destroy(tmp)
+        gone.append(tmp.name)
+    return gone
 
 
 def _tomb_array(tombs: dict[str, tuple[int, int]]) -> Array:
