@@ -382,7 +382,13 @@ def check_cache(cfg: Config, service: dict[str, Any] | None, *,
     material = _cache_keys(cfg, credentials_dir, credstores, decrypt)
     if isinstance(material, Result):
         return [material]
-    with tempfile.TemporaryDirectory(prefix="gate-doctor-") as tmp:
+    # The copy holds the wrapped data key: keep it in RAM where there is a tmpfs, and
+    # overwrite it afterwards (a plain unlink could leave it on flash past a later
+    # crypto-erase of the real cache).
+    from gate.match.store import erase
+
+    ram = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="gate-doctor-", dir=ram) as tmp:
         try:
             if not _copy_cache(src, Path(tmp)):
                 return [skip("cache", f"no cache in {src} yet (it fills with central's first "
@@ -396,6 +402,7 @@ def check_cache(cfg: Config, service: dict[str, Any] | None, *,
                 st = store.load()
         finally:
             store.close()
+            erase(Path(tmp))
     if st.state == "invalid":
         return [fail("cache", f"does not decrypt: {st.reason}",
                      "wrong cache-key/template-key for this cache, or tampered: gatectl sync "
