@@ -67,6 +67,12 @@ def test_example_config_is_valid():
     ({"lane": {"open_timeout_s": 0.1}}, "lane.open_timeout_s", "must be ≥ 1"),
     ({"lane": {"doors": 2}}, "lane.doors", "unknown key"),
     ({"lane": {"k": 3, "n": 2}}, "lane.k", "must not exceed lane.n"),
+    ({"service": {"status_interval_s": 0}}, "service.status_interval_s", "must be ≥ 0.5"),
+    ({"service": {"stall_s": 1e9}}, "service.stall_s", "must be ≤ 600"),
+    ({"service": {"log_level": "loud"}}, "service.log_level", "must be one of"),
+    ({"service": {"lock_memory": "maybe"}}, "service.lock_memory", "true or false"),
+    ({"service": {"control_socket": 5}}, "service.control_socket", "must be a string"),
+    ({"service": {"watchdog_s": 5}}, "service.watchdog_s", "unknown key"),
 ])
 def test_bad_values_name_their_key(data, path, reason):
     with pytest.raises(ConfigError) as err:
