@@ -15,10 +15,12 @@ all: test
 
 venv: $(VENV)/.stamp
 
-$(VENV)/.stamp: pyproject.toml
+# The firmware (gate + sync) and, beside it, the reference central (its own distribution,
+# central/pyproject.toml: never part of the firmware wheel).
+$(VENV)/.stamp: pyproject.toml central/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -e ./central
 	touch $@
 
 # Models: verified with the standard library first, so a machine that has them never
@@ -64,10 +66,10 @@ calibrate: venv models calibration-data
 	$(VENV)/bin/gatectl eval $(CALIBRATION) --threshold-table
 
 demo: venv models testdata calibration-data
-	$(PY) -m gate.demo
+	$(PY) -m gate.sim.demo
 
 lint: venv
-	$(VENV)/bin/ruff check gate sync tools tests
+	$(VENV)/bin/ruff check gate sync central tools tests
 	$(VENV)/bin/mypy
 
 # pytest exits 5 when it collected nothing; that is a failure here, not a pass.
@@ -79,16 +81,17 @@ test: venv models testdata calibration-data lint
 bench: venv models testdata
 	$(VENV)/bin/gatectl bench --photos $(TESTDATA)
 
-# Accuracy on faces94 (read in place from ../shared/datasets): both embedders, the
-# BlazeFace-only fallback alignment, and open-set 1:N identification.
 # The whole lane in simulation: first face → relay latency, queue throughput, CPU/RSS.
 bench-lane: venv models testdata calibration-data
-	$(PY) -m gate.lanebench
+	$(PY) -m gate.bench.lane
 
-# Sync protocol through a local TLS Mosquitto: revocation round trip, 100k snapshot, outbox.
+# Sync protocol through a local TLS Mosquitto, timed from central's side with each gate in
+# its own process: revocation round trip, 100k snapshot, outbox.
 bench-sync: venv
-	$(PY) -m sync.bench
+	$(PY) -m central.bench
 
+# Accuracy on faces94 (read in place from ../shared/datasets): both embedders, the
+# BlazeFace-only fallback alignment, and open-set 1:N identification.
 eval: venv models
 	$(VENV)/bin/gatectl eval $(FACES94) --model int8
 	$(VENV)/bin/gatectl eval $(FACES94) --model float
@@ -96,7 +99,7 @@ eval: venv models
 	$(VENV)/bin/gatectl eval $(FACES94) --model int8 --openset --gallery-size 5 9 14
 
 bench-peer: venv models testdata $(PEER_VENV)/.stamp
-	$(PY) tools/bench_peer.py --peer-python $(PEER_VENV)/bin/python \
+	$(PY) -m gate.bench.peer --peer-python $(PEER_VENV)/bin/python \
 	    $(if $(wildcard $(FACES94)),$(FACES94),$(TESTDATA))
 
 $(PEER_VENV)/.stamp: tools/requirements-peer.txt
@@ -112,11 +115,11 @@ distclean: clean
 	rm -rf $(VENV) $(MODELS_VENV) $(PEER_VENV) models
 
 # The gate as a systemd service on this machine: `make models` as yourself, then
-# `sudo make install` (gate/install.py). The system python3 runs it, so nothing has to be
+# `sudo make install` (gate/tools/install.py). The system python3 runs it, so nothing has to be
 # installed first. Options go through INSTALL_ARGS, e.g. INSTALL_ARGS="-y --no-models".
 install:
-	$(PYTHON) -m gate.install install $(INSTALL_ARGS)
+	$(PYTHON) -m gate.tools.install install $(INSTALL_ARGS)
 
 # Stops the service, crypto-erases its cache, removes /opt/gate and the unit; asks first.
 uninstall:
-	$(PYTHON) -m gate.install uninstall $(INSTALL_ARGS)
+	$(PYTHON) -m gate.tools.install uninstall $(INSTALL_ARGS)

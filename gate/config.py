@@ -24,13 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from gate.camera import CAMERAS, Mode
+from gate.detect.detectors import DETECTORS
 from gate.detect.quality import QualityLimits
 from gate.errors import ConfigError
+from gate.inference import BACKENDS
+from gate.match.embedders import EMBEDDERS
 
 #: Where ``make models`` puts the model files in a source checkout.
 _CHECKOUT = Path(__file__).resolve().parent.parent
 #: A source checkout keeps models and state beside the code; an installed gate (a venv
-#: under /opt/gate, see gate/install.py) uses the system's places.
+#: under /opt/gate, see gate/tools/install.py) uses the system's places.
 _IN_CHECKOUT = (_CHECKOUT / "pyproject.toml").is_file()
 _CHECKOUT_MODELS = _CHECKOUT / "models" if _IN_CHECKOUT else \
     Path(sys.prefix).parent / "models"
@@ -110,7 +114,7 @@ class SyncConfig:
 class CameraConfig:
     """``[camera]``: the frame source."""
 
-    backend: str = option("replay", choices=("replay", "opencv", "picamera2"))
+    backend: str = option("replay", choices=tuple(CAMERAS))
     source: str = option("", doc="replay: folder or video; opencv: device, index or pipeline")
     # A lane camera framed on the person in front of the flapper: 640×480 keeps the face
     # large in BlazeFace's 128-px view (short range) and the frames cheap.
@@ -118,6 +122,11 @@ class CameraConfig:
     height: int = option(480, lo=64, hi=4096)
     fps: float = option(30.0, lo=1.0, hi=120.0)
     retry_max_s: float = option(30.0, lo=1.0, hi=600.0, doc="longest wait between retries")
+
+    @property
+    def mode(self) -> Mode:
+        """Size and rate as the camera backends take them."""
+        return Mode(self.width, self.height, self.fps)
 
 
 @dataclass(frozen=True)
@@ -205,9 +214,10 @@ class ModelsConfig:
     """``[models]``: which files, which runtime, how many threads."""
 
     dir: str = field(default_factory=_default_models_dir)
-    embedder: str = option("int8", choices=("int8", "float"),
+    detector: str = option("blazeface", choices=tuple(DETECTORS))
+    embedder: str = option("int8", choices=tuple(EMBEDDERS),
                            doc="int8 (dynamic-range quantized, default) or float")
-    runtime: str = option("auto", choices=("auto", "ai_edge_litert", "tflite_runtime"))
+    runtime: str = option("auto", choices=("auto", *BACKENDS))
     threads: int = option(2, lo=1, hi=16)
 
 

@@ -15,13 +15,14 @@ import numpy as np
 
 from gate.config import Config
 from gate.detect.align import Aligner
-from gate.detect.blazeface import BlazeFaceDetector
+from gate.detect.detectors import DETECTORS, Detector
 from gate.detect.face import Detection
 from gate.detect.landmarks import FaceMesh, Landmarks
 from gate.detect.measure import count_sizeable, measure, measure_without_mesh
 from gate.detect.quality import Issue, Measures, QualityLimits, Reason, assess
 from gate.inference import Model
 from gate.match.embedder import Embedder
+from gate.match.embedders import EMBEDDERS
 from gate.models import read_verified
 from gate.types import Array
 
@@ -52,7 +53,7 @@ class FaceResult:
 class FacePipeline:
     """Runs the configured models on RGB uint8 images."""
 
-    def __init__(self, detector: BlazeFaceDetector, mesh: FaceMesh | None, embedder: Embedder,
+    def __init__(self, detector: Detector, mesh: FaceMesh | None, embedder: Embedder,
                  *, limits: QualityLimits) -> None:
         self.detector = detector
         self.mesh = mesh
@@ -71,13 +72,23 @@ class FacePipeline:
             return Model(content, name=pin.name, threads=cfg.models.threads,
                          backend=cfg.models.runtime)
 
-        detector = BlazeFaceDetector(load("detector"), min_score=cfg.detect.min_score,
-                                     nms_iou=cfg.detect.nms_iou, antialias=cfg.detect.antialias)
+        d = DETECTORS[cfg.models.detector]
+        detector = d.build(load(d.role), min_score=cfg.detect.min_score,
+                           nms_iou=cfg.detect.nms_iou, antialias=cfg.detect.antialias)
         mesh = FaceMesh(load("landmarks"), antialias=cfg.detect.antialias) \
             if cfg.detect.landmarks else None
-        kind = embedder or cfg.models.embedder
-        emb = Embedder(load(f"embedder_{kind}"), flip_average=cfg.embed.flip_average)
+        spec = EMBEDDERS[embedder or cfg.models.embedder]
+        emb = Embedder(load(spec.role), spec=spec, flip_average=cfg.embed.flip_average)
         return cls(detector, mesh, emb, limits=cfg.quality)
+
+    @staticmethod
+    def roles(cfg: Config, *, embedder: str | None = None) -> list[str]:
+        """The manifest roles of the model files :meth:`from_config` loads."""
+        roles = [DETECTORS[cfg.models.detector].role]
+        if cfg.detect.landmarks:
+            roles.append("landmarks")
+        roles.append(EMBEDDERS[embedder or cfg.models.embedder].role)
+        return roles
 
     def process(self, image: Array, *, embed_rejected: bool = False,
                 embed: bool = True) -> FaceResult:

@@ -22,6 +22,8 @@ import enum
 from collections import Counter
 from dataclasses import dataclass, field
 
+from gate.match.decision import Outcome
+
 
 class Indication(enum.Enum):
     """What the lane shows the person in front of it."""
@@ -59,14 +61,13 @@ class Inputs:
 class Verdict:
     """What one analysed frame (or fused set of frames) says, as plain values.
 
-    ``outcome`` is the matcher's outcome code when a decision was made ("match",
-    "below_threshold", "ambiguous", "empty", "expired", "cache_invalid"), else None.
+    ``outcome`` is the matcher's outcome when a decision was made, else None.
     """
 
     faces: int = 0
     issue: str | None = None
     prompt: str | None = None
-    outcome: str | None = None
+    outcome: Outcome | None = None
     attendee: str | None = None
     already_entered: bool = False
     live: bool = True
@@ -159,14 +160,14 @@ class LanePolicy:
         if v.faces >= 2:
             return self._guide(Indication.ONE_AT_A_TIME, "One person at a time, please",
                                "two people in front of the camera: no decision")
-        if v.outcome == "cache_invalid":
+        if v.outcome is Outcome.CACHE_INVALID:
             return self._deny(now, "template cache invalid")
         if v.issue is not None:
             return self._guide(Indication.GUIDANCE, v.prompt, f"quality: {v.issue}")
         if v.outcome is None:  # a good frame that is not a decision yet (fusion)
             return self._out()
         self._indication, self._prompt = Indication.OFF, None
-        vote = v.attendee if v.outcome == "match" and v.live else None
+        vote = v.attendee if v.outcome is Outcome.MATCH and v.live else None
         self._votes.append(vote)
         tally = Counter(a for a in self._votes[-self.n:] if a is not None)
         if tally:

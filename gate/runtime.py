@@ -1,9 +1,12 @@
-"""The gate loop: sensors → policy → camera → pipeline → matcher → relay and lights.
+"""The gate loop: sensors → policy → camera → pipeline → judge → matcher → relay and lights.
 
 One :meth:`GateRuntime.step` reads the inputs, captures and analyses one frame only while
 the policy is in ``present`` (the camera is closed otherwise: promise P3), lets the pure
-:class:`~gate.policy.LanePolicy` decide, and carries out its command. After every analysed
-frame the camera buffer, the pipeline's buffers and the probe are zero-filled (P2).
+:class:`~gate.judge.Judge` turn what the pipeline and the matcher said into a verdict and
+the pure :class:`~gate.policy.LanePolicy` decide, and carries out its command. The
+runtime itself only moves data between the devices, the models and those two. After
+every analysed frame the camera buffer, the pipeline's buffers and the probe are
+zero-filled (P2).
 Events it reports carry no attendee id (P10); entries go to the outbox only when the
 passage sensor confirms them. On any exit from :meth:`run` the relay goes to its safe
 state, the camera closes and the buffers are wiped.
@@ -18,14 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
-
 from gate.camera.base import Camera, CameraError
 from gate.config import Config
 from gate.detect.pad import AttackDetector, NoDetector
 from gate.detect.ticket import TicketReader
 from gate.io.devices import GateIO
-from gate.match.store import TemplateStore
+from gate.judge import Judge
+from gate.logs import kv
+from gate.match.matcher import Matcher
 from gate.pipeline import FacePipeline
 from gate.policy import Command, Inputs, LanePolicy, Phase, Verdict
 from gate.types import Array, Image
@@ -38,8 +41,6 @@ IDLE_POLL_S = 0.02
 
 def log_event(e: dict[str, Any]) -> None:
     """Log a lane event as ``key=value`` at INFO (it carries no attendee id)."""
-    from gate.service.logs import kv
-
     log.info("lane %s", kv(phase=e.get("phase"), event=e.get("event"),
                            light=e.get("indication"), prompt=e.get("prompt")))
 
@@ -50,6 +51,8 @@ class EntryLog(Protocol):
     def publish_event(self, attendee: str, at: float | None = None) -> str: ...
 
     def entered_since(self, attendee: str, since: float) -> list[tuple[str, int]]: ...
+
+    def forget_before(self, before: float) -> int: ...
 
 
 @dataclass
@@ -68,24 +71,25 @@ class Stats:
 class GateRuntime:
     """Runs one lane. Construct with the parts; call :meth:`run` (or :meth:`step`)."""
 
-    def __init__(self, cfg: Config, *, camera: Camera, io: GateIO, pipeline: FacePipeline,
-                 store: TemplateStore, entries: EntryLog, pad: AttackDetector | None = None,
+    def __init__(self, cfg: Config, *, camera: Camera[Any], io: GateIO,
+                 pipeline: FacePipeline, matcher: Matcher, entries: EntryLog,
+                 pad: AttackDetector | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time,
                  report: Callable[[dict[str, Any]], None] | None = None) -> None:
         lane = cfg.lane
         self.cfg, self.camera, self.io, self.pipeline = cfg, camera, io, pipeline
-        self.store, self.entries, self.clock, self.wall = store, entries, clock, wall
+        self.matcher, self.entries, self.clock, self.wall = matcher, entries, clock, wall
         self.pad = pad or NoDetector()
         self.report = report or log_event
         k, n = (1, 1) if lane.fusion else (lane.k, lane.n)
         self.policy = LanePolicy(k=k, n=n, max_attempts=lane.max_attempts,
                                  open_timeout_s=lane.open_timeout_s,
                                  decide_timeout_s=lane.decide_timeout_s, reentry=lane.reentry)
+        self.judge = Judge(dim=matcher.dim, entry_window_h=lane.entry_window_h,
+                           fusion_k=lane.k if lane.fusion else None)
         self.tickets = TicketReader() if lane.mode == "verify" else None
         self.stats = Stats()
-        self._fused = np.zeros((lane.k, 192), np.float32)
-        self._fused_n = 0
         self._first_face: float | None = None
         self._camera_retry_at = 0.0
         self._camera_backoff = 1.0
@@ -132,8 +136,7 @@ class GateRuntime:
         if self.camera.is_open:
             self.camera.close()
         self._first_face = None
-        self._fused.fill(0)
-        self._fused_n = 0
+        self.judge.reset()
 
     # --- analysis ----------------------------------------------------------------------
 
@@ -171,55 +174,41 @@ class GateRuntime:
         if result.faces and self._first_face is None:
             self._first_face = t
         m = result.measures
-        sizeable = m.faces_sizeable if m is not None else len(result.faces)
-        if sizeable >= 2:
-            return Verdict(faces=sizeable)
-        if result.issues or result.embedding is None or result.face is None:
-            issue = result.issues[0] if result.issues else None
-            return Verdict(faces=len(result.faces),
-                           issue=issue.reason.value if issue else "no_face",
-                           prompt=issue.reason.prompt if issue else "Please look at the camera")
+        early = self.judge.screen(
+            faces=len(result.faces),
+            sizeable=m.faces_sizeable if m is not None else len(result.faces),
+            issue=result.issues[0] if result.issues else None,
+            usable=result.embedding is not None and result.face is not None)
+        if early is not None:
+            return early
+        assert result.embedding is not None
+        assert result.face is not None
         live = self.pad.check(frame, result.face).live
-        embedding = result.embedding
-        if self.cfg.lane.fusion:
-            fused = self._fuse(embedding)
-            if fused is None:
-                return Verdict(faces=1)
-            embedding = fused
+        embedding = self.judge.fuse(result.embedding)
+        if embedding is None:
+            return self.judge.pending()
         try:
             return self._decide(frame, embedding, live)
         finally:
-            if self.cfg.lane.fusion:
-                self._fused.fill(0)
-
-    def _fuse(self, embedding: Array) -> Array | None:
-        """Average the embeddings of the last k usable frames (None until there are k)."""
-        self._fused[self._fused_n] = embedding
-        self._fused_n += 1
-        if self._fused_n < len(self._fused):
-            return None
-        self._fused_n = 0
-        mean: Array = self._fused.sum(axis=0)
-        mean /= max(float(np.linalg.norm(mean)), 1e-12)
-        return mean
+            if embedding is not result.embedding:  # the fused mean: wiped like a probe
+                embedding.fill(0)
+                self.judge.reset()
 
     def _decide(self, frame: Image, embedding: Array, live: bool) -> Verdict:
         if self.tickets is not None:
             claimed = self.tickets.read(frame)
             if claimed is None:
-                return Verdict(faces=1, issue="no_ticket",
-                               prompt="Please show your ticket's QR code")
-            decision = self.store.verify(claimed, embedding)
+                return self.judge.no_ticket()
+            decision = self.matcher.verify(claimed, embedding)
         else:
-            decision = self.store.identify(embedding)
+            decision = self.matcher.identify(embedding)
         outcome = decision.outcome.value
         self.stats.decisions[outcome] = self.stats.decisions.get(outcome, 0) + 1
         entered = False
         if decision.attendee is not None:
-            since = self.wall() - self.cfg.lane.entry_window_h * 3600
+            since = self.judge.since(self.wall())
             entered = bool(self.entries.entered_since(decision.attendee, since))
-        return Verdict(faces=1, outcome=outcome, attendee=decision.attendee,
-                       already_entered=entered, live=live)
+        return self.judge.verdict(decision, live=live, already_entered=entered)
 
     # --- the loop ----------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ The signature covers the topic and the canonical JSON of the envelope without ``
 another topic, gate or venue. ``seq`` is the sender's monotonic counter for that topic;
 receivers persist the last one and refuse anything not newer. Sizes are checked before
 JSON is parsed; every field is checked after. Anything wrong raises
-:class:`~gate.errors.ProtocolError` with a one-line reason that never quotes the payload.
+:class:`~sync.errors.ProtocolError` with a one-line reason that never quotes the payload.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import base64
 import binascii
 import json
 import re
+import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +28,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gate.errors import ProtocolError
+from sync.errors import ProtocolError
 
 VERSION = 1
 #: Largest payload parsed at all (a snapshot chunk is ~1.6 MB).
@@ -61,6 +63,19 @@ def parse_topic(name: str) -> tuple[str, str, str]:
     if m is None or m.group(3) not in TYPES:
         raise ProtocolError("unknown topic")
     return m.group(1), m.group(2), m.group(3)
+
+
+def uuid7(now_ms: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562): millisecond time then randomness; unique and time-ordered.
+
+    Entry events carry one as their id, so a receiver drops a repeated delivery.
+    """
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = (ms & ((1 << 48) - 1)) << 80 | int.from_bytes(secrets.token_bytes(10), "big")
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC variant
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def b64(data: bytes) -> str:

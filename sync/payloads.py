@@ -1,9 +1,10 @@
 """Binary contents of sealed template payloads (upsert batches and snapshot chunks).
 
-``"SNC1" | records u32 | tombstones u32`` then records in the cache file's record layout
-(id 64 bytes, seq u64, valid_until i64, count u8), their protected templates as float32
-rows, then tombstones (id, seq, valid_until). Only ever seen decrypted, on central and
-on the one gate it was sealed to.
+``"SNC1" | records u32 | tombstones u32`` then the records (:data:`~sync.templates.RECORD`:
+id 64 bytes, seq u64, valid_until i64, count u8), their protected templates as float32
+rows of the model's dimension, then the tombstones (:data:`~sync.templates.TOMBSTONE`).
+Only ever seen decrypted, on central and on the one gate it was sealed to. The payload
+does not name its model: both ends are configured with the same one.
 """
 
 from __future__ import annotations
@@ -13,20 +14,27 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gate.errors import ProtocolError
-from gate.match.cachefile import RECORD, TOMBSTONE
-from gate.match.store import Enrolment
-from gate.types import Array
+from sync.errors import ProtocolError
+from sync.templates import (
+    MAX_TEMPLATES,
+    MOBILEFACENET,
+    RECORD,
+    TOMBSTONE,
+    Array,
+    Enrolment,
+    TemplateModel,
+    Tombstone,
+)
 
-DIM = 192
 _HEAD = struct.Struct("<4sII")
 
 
-def encode(enrolments: Sequence[Enrolment],
-           tombstones: Sequence[tuple[str, int, int]] = ()) -> bytearray:
-    """Serialise enrolments (and tombstones) for sealing."""
+def encode(enrolments: Sequence[Enrolment], tombstones: Sequence[tuple[str, int, int]] = (),
+           *, model: TemplateModel = MOBILEFACENET) -> bytearray:
+    """Serialise enrolments (and tombstones) for sealing (zero the result after use)."""
+    dim = model.dim
     records = np.zeros(len(enrolments), RECORD)
-    rows = [np.asarray(e.templates, np.float32).reshape(-1, DIM) for e in enrolments]
+    rows = [np.asarray(e.templates, np.float32).reshape(-1, dim) for e in enrolments]
     if enrolments:
         records["id"] = [e.attendee.encode() for e in enrolments]
         records["seq"] = [e.seq for e in enrolments]
@@ -35,7 +43,7 @@ def encode(enrolments: Sequence[Enrolment],
     tombs = np.zeros(len(tombstones), TOMBSTONE)
     for k, t in enumerate(tombstones):
         tombs[k] = (t[0].encode(), t[1], t[2])
-    vectors = np.concatenate(rows) if rows else np.zeros((0, DIM), np.float32)
+    vectors = np.concatenate(rows) if rows else np.zeros((0, dim), np.float32)
     out = bytearray(_HEAD.size + records.nbytes + vectors.nbytes + tombs.nbytes)
     _HEAD.pack_into(out, 0, b"SNC1", records.size, tombs.size)
     view = np.frombuffer(out, np.uint8)
@@ -46,11 +54,13 @@ def encode(enrolments: Sequence[Enrolment],
     return out
 
 
-def decode_arrays(buf: bytes | bytearray, *, copy: bool = False) -> tuple[Array, Array, Array]:
+def decode_arrays(buf: bytes | bytearray, *, copy: bool = False,
+                  model: TemplateModel = MOBILEFACENET) -> tuple[Array, Array, Array]:
     """(records, vectors, tombstones) arrays of a decrypted payload.
 
     Views of ``buf`` unless ``copy``; malformed contents raise ProtocolError.
     """
+    dim = model.dim
     try:
         magic, n_rec, n_tomb = _HEAD.unpack_from(buf, 0)
         if magic != b"SNC1":
@@ -59,12 +69,15 @@ def decode_arrays(buf: bytes | bytearray, *, copy: bool = False) -> tuple[Array,
         records = np.frombuffer(buf, RECORD, n_rec, at)
         at += records.nbytes
         total = int(records["count"].sum(dtype=np.int64))
-        if records.size and (records["count"].min() < 1 or records["count"].max() > 3):
+        if records.size and (records["count"].min() < 1 or
+                             records["count"].max() > MAX_TEMPLATES):
             raise ProtocolError("sealed contents: bad template count")
-        vectors: Array = np.frombuffer(buf, "<f4", total * DIM, at).reshape(total, DIM)
+        vectors: Array = np.frombuffer(buf, "<f4", total * dim, at).reshape(total, dim)
         at += vectors.nbytes
         tombs = np.frombuffer(buf, TOMBSTONE, n_tomb, at)
-    except (ValueError, struct.error):
+    except (ValueError, struct.error) as exc:
+        if isinstance(exc, ProtocolError):
+            raise
         raise ProtocolError("sealed contents: truncated or malformed") from None
     if at + tombs.nbytes != len(buf):
         raise ProtocolError("sealed contents: length does not add up")
@@ -73,16 +86,18 @@ def decode_arrays(buf: bytes | bytearray, *, copy: bool = False) -> tuple[Array,
     return records, vectors, tombs
 
 
-def decode(buf: bytes | bytearray) -> tuple[list[Enrolment], list[tuple[str, int, int]]]:
+def decode(buf: bytes | bytearray, *, model: TemplateModel = MOBILEFACENET
+           ) -> tuple[list[Enrolment], list[Tombstone]]:
     """Enrolments and tombstones of a decrypted payload (templates are copies)."""
-    records, vectors, tombs = decode_arrays(buf)
+    records, vectors, tombs = decode_arrays(buf, model=model)
     enrolments, row = [], 0
     for r in records:
         k = int(r["count"])
         enrolments.append(Enrolment(_id(r["id"]), int(r["seq"]), int(r["valid_until"]),
                                     vectors[row:row + k].astype(np.float32)))
         row += k
-    return enrolments, [(_id(t["id"]), int(t["seq"]), int(t["valid_until"])) for t in tombs]
+    return enrolments, [Tombstone(_id(t["id"]), int(t["seq"]), int(t["valid_until"]))
+                        for t in tombs]
 
 
 def _id(raw: bytes) -> str:

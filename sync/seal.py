@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from gate.errors import ProtocolError
+from sync.errors import ProtocolError
 from sync.messages import b64, unb64
 
 _INFO = b"facepass/v1/seal"

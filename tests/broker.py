@@ -1,4 +1,4 @@
-"""A real Mosquitto for tests: mutual TLS and per-client ACLs from a venue of ``sync.pki``.
+"""A real Mosquitto for tests: mutual TLS and per-client ACLs from a venue of ``central.pki``.
 
 Not a test module: fixtures build on it. ``Broker`` runs ``mosquitto -c`` on a free
 loopback port and can stop, crash (SIGKILL) and restart it on the same port; ``connect``
@@ -21,14 +21,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from sync.localbroker import (
-    START_TIMEOUT,
-    Broker,
-    BrokerError,
-    free_port,
-    listener,
-    mosquitto_binary,
-)
+from central.broker import START_TIMEOUT, Broker, free_port, listener, mosquitto_binary
+from central.errors import BrokerError
 
 __all__ = ["START_TIMEOUT", "Broker", "BrokerError", "close", "connect", "free_port",
            "identity_files", "inbox", "listener", "mosquitto_binary", "open_client",

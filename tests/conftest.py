@@ -1,26 +1,31 @@
-"""Shared fixtures: real models and real photos, loaded once per session.
+"""Shared fixtures: real models and real photos loaded once per session, and builders.
 
 Models and the face_recognition test photos are fetched by ``make models`` and
 ``make testdata``, which ``make test`` runs first: if they are missing the tests fail
 loudly rather than skip, because CI is supposed to have them. Only the faces94 set in
 ``../shared/datasets`` is optional (an outside clone does not have it).
+
+The tests are laid out like the packages they test (``tests/gate/match/`` tests
+``gate/match/``); ``tests/system/`` holds what needs central, broker and gates together.
+Plain helpers shared between test modules are in :mod:`tests.support`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gate.config import Config, from_dict
 from gate.images import load_image
 from gate.pipeline import FacePipeline
+from gate.templates import Templates
 from gate.types import Image
-
-ROOT = Path(__file__).resolve().parent.parent
-MODELS = ROOT / "models"
-PHOTOS = ROOT / "build" / "testdata" / "face_recognition"
-FACES94 = ROOT.parent / "shared" / "datasets" / "faces94-female"
+from sync.protect import Protector
+from tests import support
+from tests.support import FACES94, MODELS, PHOTOS, Clock
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +76,32 @@ def photo(photos: Path):
     def load(name: str) -> Image:
         return load_image(photos / name)
     return load
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A clock the test moves by hand."""
+    return Clock()
+
+
+@pytest.fixture(scope="session")
+def protector() -> Protector:
+    """The tests' event transform, built once for the whole session."""
+    return support.protector()
+
+
+@pytest.fixture
+def make_store(tmp_path: Path, clock: Clock) -> Iterator[Callable[..., Templates]]:
+    """Builds gates' caches and matchers (factory defaults: ``tmp_path/state``, the
+    hand-moved clock, the tests' keys); each is closed at the end of the test."""
+    made: list[Templates] = []
+
+    def make(directory: Path | None = None, **kwargs: Any) -> Templates:
+        kwargs.setdefault("clock", clock)
+        t = support.open_store(directory or tmp_path / "state", **kwargs)
+        made.append(t)
+        return t
+
+    yield make
+    for t in made:
+        t.close()

@@ -6,13 +6,28 @@ outlives the next one and :meth:`Camera.wipe` can zero the only copy (promise P2
 prove nothing is captured while nobody is in the lane (promise P3). Faults (unplugged,
 timeout, wrong format) raise :class:`CameraError`; the gate then stays closed, reports it
 and retries with back-off.
+
+Writing a backend (the registry in :mod:`gate.camera` lists them):
+
+* it **must** set ``name`` (the ``[camera] backend`` value) and ``Options``, a frozen
+  dataclass of its own settings with a classmethod ``from_source(source: str)`` that
+  reads ``[camera] source``; every backend is built the same way,
+  ``Backend(mode, options)``, and its constructor touches no hardware;
+* it **must** implement ``_open`` (start the sensor), ``_grab(out)`` (write the next
+  frame into ``out`` or raise :class:`CameraError`) and ``_close``;
+* it **may** import its hardware library, but only inside those methods, so that
+  ``import gate`` works on a machine without it;
+* it **must not** keep a frame anywhere but ``out`` beyond ``_grab`` (zero any scratch
+  copy there and in ``_close``).
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Iterator
+from dataclasses import dataclass
 from types import TracebackType
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
@@ -24,14 +39,37 @@ class CameraError(GateError, OSError):
     """The camera cannot deliver frames (unplugged, timeout, wrong format)."""
 
 
-class Camera(abc.ABC):
-    """A frame source. Constructors never touch hardware; :meth:`open` does."""
+@dataclass(frozen=True)
+class Mode:
+    """Frame size and rate asked of every backend (``[camera] width, height, fps``)."""
 
-    def __init__(self, *, width: int, height: int, fps: float) -> None:
-        if not (16 <= width <= 8192 and 16 <= height <= 8192 and 0 < fps <= 240):
-            raise CameraError(f"camera: unusable mode {width}x{height} at {fps} fps")
-        self.width, self.height, self.fps = width, height, fps
-        self.frame = np.zeros((height, width, 3), np.uint8)
+    width: int
+    height: int
+    fps: float
+
+    def __post_init__(self) -> None:
+        if not (16 <= self.width <= 8192 and 16 <= self.height <= 8192 and
+                0 < self.fps <= 240):
+            raise CameraError(f"camera: unusable mode {self.width}x{self.height} at "
+                              f"{self.fps} fps")
+
+
+OptionsT = TypeVar("OptionsT")
+
+
+class Camera(abc.ABC, Generic[OptionsT]):
+    """A frame source; see the module docstring for what a backend must provide."""
+
+    #: The ``[camera] backend`` value that selects this class.
+    name: ClassVar[str]
+    #: The backend's own settings (a frozen dataclass with ``from_source``).
+    Options: ClassVar[type[Any]]
+
+    def __init__(self, mode: Mode, options: OptionsT) -> None:
+        self.mode = mode
+        self.options = options
+        self.width, self.height, self.fps = mode.width, mode.height, mode.fps
+        self.frame = np.zeros((mode.height, mode.width, 3), np.uint8)
         self.captures = 0
         self.is_open = False
 
@@ -75,7 +113,7 @@ class Camera(abc.ABC):
             self._close()
         self.wipe()
 
-    def __enter__(self) -> Camera:
+    def __enter__(self) -> Camera[OptionsT]:
         self.open()
         return self
 

@@ -4,29 +4,45 @@ string (e.g. ``nvarguscamerasrc ! … ! appsink`` for a Jetson CSI camera)."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
-from gate.camera.base import Camera, CameraError
+from gate.camera.base import Camera, CameraError, Mode
 from gate.types import Image
 
 #: A read that takes longer than this is a fault (a camera that stopped delivering).
 TIMEOUT_S = 2.0
 
 
-class OpenCVCamera(Camera):
+@dataclass(frozen=True)
+class OpenCVOptions:
+    """``source``: a device path (``/dev/video0``), an index (``0``) or a GStreamer
+    pipeline (anything with a ``!``)."""
+
+    source: str = "0"
+
+    @classmethod
+    def from_source(cls, source: str) -> OpenCVOptions:
+        """``[camera] source``; empty means the first camera."""
+        return cls(source or "0")
+
+
+class OpenCVCamera(Camera[OpenCVOptions]):
     """cv2.VideoCapture, converted to RGB into the frame buffer."""
 
-    def __init__(self, source: str, *, width: int, height: int, fps: float) -> None:
-        super().__init__(width=width, height=height, fps=fps)
-        self.source = source
+    name = "opencv"
+    Options = OpenCVOptions
+
+    def __init__(self, mode: Mode, options: OpenCVOptions) -> None:
+        super().__init__(mode, options)
+        self.source = options.source
         self._cap: Any = None
         self._resized: Image | None = None  # for a camera that ignores the size asked for
 
     def _open(self) -> None:
-        import cv2
-
         src: int | str = int(self.source) if self.source.isdigit() else self.source
         backend = cv2.CAP_GSTREAMER if "!" in self.source else cv2.CAP_ANY
         cap = cv2.VideoCapture(src, backend)
@@ -38,8 +54,6 @@ class OpenCVCamera(Camera):
         self._cap = cap
 
     def _grab(self, out: Image) -> None:
-        import cv2
-
         start = time.monotonic()
         ok, bgr = self._cap.read()
         if not ok or bgr is None:

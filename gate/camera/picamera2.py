@@ -3,17 +3,37 @@ the ``pi`` extra). Untested off a Pi; the contract is the same as every backend'
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from gate.camera.base import Camera, CameraError
+from gate.camera.base import Camera, CameraError, Mode
 from gate.types import Image
 
 
-class Picamera2Camera(Camera):
+@dataclass(frozen=True)
+class Picamera2Options:
+    """``camera``: which CSI camera (0 on a board with one)."""
+
+    camera: int = 0
+
+    @classmethod
+    def from_source(cls, source: str) -> Picamera2Options:
+        """``[camera] source``: empty, or the camera's number."""
+        if not source:
+            return cls()
+        if not source.isdigit():
+            raise CameraError(f"picamera2: source must be a camera number, got {source!r}")
+        return cls(int(source))
+
+
+class Picamera2Camera(Camera[Picamera2Options]):
     """RGB888 main stream at the configured size; each capture copied into the buffer."""
 
-    def __init__(self, *, width: int, height: int, fps: float) -> None:
-        super().__init__(width=width, height=height, fps=fps)
+    name = "picamera2"
+    Options = Picamera2Options
+
+    def __init__(self, mode: Mode, options: Picamera2Options) -> None:
+        super().__init__(mode, options)
         self._cam: Any = None
 
     def _open(self) -> None:
@@ -23,7 +43,7 @@ class Picamera2Camera(Camera):
             raise CameraError("picamera2 is not installed (apt install python3-picamera2)"
                               ) from None
         try:
-            cam = Picamera2()
+            cam = Picamera2(self.options.camera)
             config = cam.create_video_configuration(
                 main={"size": (self.width, self.height), "format": "RGB888"},
                 controls={"FrameRate": self.fps})

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from gate.camera.base import Camera, CameraError
+from gate.camera.base import Camera, CameraError, Mode
 from gate.images import load_image
 from gate.types import Image
 
@@ -26,16 +27,32 @@ Scene = Callable[[], "Image | None"]
 _SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
-class ReplayCamera(Camera):
+@dataclass(frozen=True)
+class ReplayOptions:
+    """``source``: a folder of images, a video file, or (from code) a scene callable;
+    ``pace``: wait for each frame's time as a sensor would; ``clock``: for pacing."""
+
+    source: str | Path | Scene = ""
+    pace: bool = True
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
+
+    @classmethod
+    def from_source(cls, source: str) -> ReplayOptions:
+        """``[camera] source``: the folder or video to replay."""
+        return cls(source)
+
+
+class ReplayCamera(Camera[ReplayOptions]):
     """Frames from files or a scene callable, paced like a sensor."""
 
-    def __init__(self, source: str | Path | Scene, *, width: int, height: int, fps: float,
-                 pace: bool = True, clock: Callable[[], float] = time.monotonic,
-                 **_: Any) -> None:
-        super().__init__(width=width, height=height, fps=fps)
-        self.source = source
-        self.pace = pace
-        self.clock = clock
+    name = "replay"
+    Options = ReplayOptions
+
+    def __init__(self, mode: Mode, options: ReplayOptions) -> None:
+        super().__init__(mode, options)
+        self.source = options.source
+        self.pace = options.pace
+        self.clock = options.clock
         self._next_at = 0.0
         self._files: list[Path] = []
         self._video: Any = None

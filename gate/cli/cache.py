@@ -18,16 +18,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gate.cli.ask import confirm
 from gate.cli.guard import service_status
 from gate.config import Config
+from gate.credentials import Key, load_key
 from gate.errors import CacheError, GateError, KeyMaterialError, ServiceError
 from gate.exitcodes import EXIT_CANCELLED
-from gate.match import cachefile, offline
-from gate.match.keys import Key, load_key
-from gate.match.store import erase
-from gate.match.threshold import CALIBRATIONS, ThresholdPolicy
+from gate.match import offline
+from gate.match.erase import erase
 from gate.service.control import request
+from gate.templates import binding, threshold_policy
+from gate.tools.ask import confirm
 
 
 def add_parser(sub: Any) -> None:
@@ -70,12 +70,11 @@ def run_info(args: argparse.Namespace, cfg: Config) -> int:
             raise GateError(f"cache: state directory {directory} does not exist (check "
                             "[cache] dir; the service creates it when it first starts)")
         kek, key_source, why = _cache_key(cfg)
-        info = offline.inspect(directory, kek, _binding(cfg), now=time.time(),
+        info = offline.inspect(directory, kek, binding(cfg), now=time.time(),
                                key_source=key_source, locked_reason=why)
         source = "files"
-        threshold = None if info.templates is None else ThresholdPolicy(
-            cfg.match.target_fpir, CALIBRATIONS[cfg.models.embedder],
-            cfg.match.threshold).for_size(info.templates)
+        threshold = None if info.templates is None else \
+            threshold_policy(cfg).for_size(info.templates)
     report = {"source": source, "directory": str(directory), "state": info.state,
               "reason": info.reason or None, "version": info.version,
               "attendees": info.attendees, "templates": info.templates,
@@ -105,10 +104,6 @@ def _cache_key(cfg: Config) -> tuple[Key | None, str, str]:
                                        "running service's RAM")
         return None, "unavailable", str(exc)
     return key, key.source, ""
-
-
-def _binding(cfg: Config) -> cachefile.Binding:
-    return cachefile.Binding(cfg.gate.venue, cfg.gate.event, cfg.gate.id)
 
 
 def _number(d: dict[str, Any], key: str) -> Any:

@@ -18,12 +18,12 @@ from typing import Any, TextIO
 
 import cv2
 
-from gate import aim
 from gate.camera import Camera, open_camera
 from gate.cli.guard import ensure_stopped
 from gate.config import Config
 from gate.detect.quality import QualityLimits
 from gate.pipeline import FacePipeline
+from gate.tools import aim
 from gate.types import Image
 
 #: Readings per second over this many frames (smooths the camera's own jitter).
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace, cfg: Config, *, pipeline: FacePipeline | None 
     ensure_stopped(cfg, "the camera")
     pipe = pipeline or FacePipeline.from_config(cfg)
     c = cfg.camera
-    cam = open_camera(c.backend, c.source, width=c.width, height=c.height, fps=c.fps)
+    cam = open_camera(c.backend, c.source, c.mode)
     screen = _Screen(sys.stdout, json_lines=args.json)
     try:
         cam.open()
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace, cfg: Config, *, pipeline: FacePipeline | None 
     return 0
 
 
-def read_one(cam: Camera, pipe: FacePipeline, times: collections.deque[float]) -> aim.Reading:
+def read_one(cam: Camera[Any], pipe: FacePipeline, times: collections.deque[float]) -> aim.Reading:
     """Capture and analyse one frame, keep only numbers, and wipe every pixel buffer."""
     frame = cam.read()
     times.append(time.monotonic())

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gate import config as config_mod
+from gate.cli.configfile import config_path
 from gate.config import Config
 from gate.exitcodes import EXIT_CONFIG, EXIT_USAGE
 
@@ -42,8 +43,6 @@ def target(args: argparse.Namespace) -> Path | None:
     """The file to check: FILE, else the one gatectl itself reads (None: there is none)."""
     if args.file is not None:
         return Path(args.file)
-    from gate.cli.main import config_path  # here: main imports this module
-
     return config_path(args.config)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from gate import config as config_mod
 from gate import doctor
+from gate.cli.configfile import config_path
 from gate.config import Config
 from gate.doctor import files
 from gate.errors import ConfigError
@@ -35,8 +36,6 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Run every check; exit 1 if any failed."""
-    from gate.cli.main import config_path  # here: main imports this module
-
     path = config_path(args.config)
     try:
         cfg = config_mod.load(path)

@@ -15,7 +15,7 @@ from typing import Any
 
 from gate.config import Config
 from gate.errors import EvalError
-from gate.eval import runner
+from gate.eval import degrade, runner
 from gate.eval.datasets import load_folder, parse_pairs
 from gate.pipeline import FacePipeline
 from gate.types import Image
@@ -68,8 +68,6 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         raise EvalError("--fuse must be ≥ 1 and --blur between 0 and 50")
     transform = None
     if args.blur > 0:
-        from gate.eval import degrade
-
         def transform(image: Image) -> Image:
             return degrade.blur(image, args.blur)
     model = args.model or cfg.models.embedder

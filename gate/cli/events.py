@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from gate.config import Config
-from gate.errors import GateError, ProtocolError
+from gate.errors import GateError
+from gate.link.state import STATE_FILE
+from sync.errors import ProtocolError
+from sync.messages import parse_topic
 
-OUTBOX_FILE = "sync.db"
+OUTBOX_FILE = STATE_FILE
 
 
 def add_parser(sub: Any) -> None:
@@ -57,8 +60,6 @@ def read_outbox(path: Path) -> Pending:
     opened as immutable (SQLite then creates no side files); otherwise read-only, which
     also counts what is still in the WAL.
     """
-    from sync.messages import parse_topic
-
     if not path.exists():
         return Pending(0, None, {})
     wal = path.with_name(path.name + "-wal")

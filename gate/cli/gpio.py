@@ -15,13 +15,12 @@ import json
 import time
 from typing import Any
 
-from gate.cli.ask import confirm
 from gate.cli.guard import ensure_stopped
 from gate.config import Config, GpioConfig
-from gate.errors import GateError
 from gate.exitcodes import EXIT_CANCELLED
 from gate.io.devices import GateIO, idle_mock_factory
 from gate.policy import Indication
+from gate.tools.ask import confirm
 
 #: Input polling period: fast enough to see a hand waved through a beam.
 POLL_S = 0.01
@@ -102,13 +101,8 @@ def run(args: argparse.Namespace, cfg: Config, *, pin_factory: Any = None) -> in
 
 
 def _open_io(g: GpioConfig, factory: Any) -> GateIO:
-    """The lane's devices; gpiozero's own errors (pin busy, no pin library) as one line."""
-    from gpiozero.exc import GPIOZeroError
-
-    try:
-        return GateIO(g, pin_factory=factory)
-    except GPIOZeroError as exc:
-        raise GateError(f"GPIO: {exc} (check [gpio] pins and backend)") from None
+    """The lane's devices (gpiozero's own errors come as one-line GateErrors)."""
+    return GateIO(g, pin_factory=factory).open()
 
 
 def _pulse_action(g: GpioConfig) -> str:

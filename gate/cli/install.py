@@ -1,6 +1,6 @@
 """``gatectl install`` / ``gatectl uninstall``: the gate as a systemd service.
 
-Both are :mod:`gate.install` (which ``make install`` runs with the system python3 before
+Both are :mod:`gate.tools.install` (which ``make install`` runs with the system python3 before
 any dependency exists); see its docstring for what goes where. ``install`` runs from a
 source checkout; ``uninstall`` crypto-erases the template cache and asks first unless
 ``-y``.
@@ -12,9 +12,9 @@ import argparse
 import sys
 from typing import Any
 
-from gate import install
 from gate.config import Config
 from gate.exitcodes import EXIT_CANCELLED
+from gate.tools import install
 
 
 def add_parser(sub: Any) -> None:

@@ -2,7 +2,7 @@
 
 The private keys never leave the gate: central receives a certificate request and two
 public keys, and answers with the venue CA, the gate's certificate and the event's
-template key (``python -m sync.central add-gate``). The default output directory is in
+template key (``facepass-central add-gate``). The default output directory is in
 ``/run`` (RAM), so the plaintext keys never reach the SD card: encrypt them as systemd
 credentials from there, then shred them.
 """
@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from gate import config as config_mod
-from gate import keygen
-from gate.cli.ask import confirm
+from gate.cli.configfile import config_path
 from gate.config import Config
 from gate.errors import ConfigError
 from gate.exitcodes import EXIT_CANCELLED
+from gate.tools import keygen
+from gate.tools.ask import confirm
 
 #: RAM-backed: plaintext keys written here vanish at shutdown and never touch storage.
 DEFAULT_OUT = Path("/run/gate-keys")
@@ -48,8 +49,6 @@ def add_parser(sub: Any) -> None:
 
 def _identity(args: argparse.Namespace) -> None:
     """A certificate names the gate for good: its id and venue must be set on purpose."""
-    from gate.cli.main import config_path  # here: main imports this module
-
     path = config_path(args.config)
     if path is None:
         raise ConfigError("gate.id", "no config file: set [gate] id, venue and event in "
@@ -84,7 +83,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         if not confirm(question, assume_yes=args.yes):
             return EXIT_CANCELLED
     keys = keygen.generate(out, gate=cfg.gate.id, venue=cfg.gate.venue, replace=True)
-    central_cmd = (f"python -m sync.central add-gate --venue-dir VENUE_DIR --gate {keys.gate} "
+    central_cmd = (f"facepass-central add-gate --venue-dir VENUE_DIR --gate {keys.gate} "
                    f"--csr {keys.csr.name} --sign-pub {keys.sign_pub} "
                    f"--seal-pub {keys.seal_pub} --proof {keys.proof}")
     if args.json:

@@ -33,6 +33,7 @@ from gate.cli import (
     service,
     status,
 )
+from gate.cli.configfile import DEFAULT_CONFIG, config_path
 from gate.errors import (
     ConfigError,
     EvalError,
@@ -52,9 +53,6 @@ from gate.exitcodes import (
 
 _COMMANDS = (service, status, doctor, config_cmd, camera, gpio, cache, events, keys, evaluate,
              bench, models, install)
-
-#: Where an installed gate keeps its config (`make install` puts it there).
-DEFAULT_CONFIG = Path("/etc/gate/gate.toml")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -105,16 +103,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gatectl: interrupted", file=sys.stderr)
         return 130
-
-
-def config_path(given: Path | None) -> Path | None:
-    """The config file gatectl reads: ``--config``, ``$GATE_CONFIG``, or the installed one."""
-    if given is not None:
-        return given
-    env = os.environ.get("GATE_CONFIG")
-    if env:
-        return Path(env)
-    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
 
 
 def _fail(exc: Exception, code: int, prefix: str = "") -> int:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from gate.cli.configfile import config_path
 from gate.config import Config
+from gate.service.daemon import main
 
 
 def add_parser(sub: Any) -> None:
@@ -20,8 +22,5 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Run the service in the foreground."""
-    from gate.cli.main import config_path
-    from gate.service.daemon import main
-
     del cfg  # defaults only: the service loads (and checks) its config file itself
     return main(config_path(args.config))

@@ -3,7 +3,7 @@
 The decoding mirrors MediaPipe's ``TensorsToDetectionsCalculator`` and
 ``NonMaxSuppressionCalculator`` for ``face_detection_short_range`` (scales 128,
 score clipping at ±100, sigmoid, weighted NMS at IoU 0.3) and is cross-checked against
-MediaPipe's own detector in ``tests/test_detect_blazeface.py``. Decoding and NMS are
+MediaPipe's own detector in ``tests/gate/detect/test_blazeface.py``. Decoding and NMS are
 pure numpy functions so they can be tested without the model.
 """
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from gate.detect.face import LEFT_EYE, RIGHT_EYE, Detection
@@ -83,8 +84,6 @@ class FaceMesh:
         if self.antialias:
             self._warper.warp(image, m, self._crop)
         else:
-            import cv2
-
             cv2.warpAffine(image, m, (INPUT_SIZE, INPUT_SIZE), dst=self._crop,
                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         np.multiply(self._crop, 1.0 / 255.0, out=self._tensor[0], casting="unsafe")

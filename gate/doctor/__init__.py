@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from gate.config import Config
+from gate.credentials import CREDSTORES
 from gate.doctor import broker, files, host
 from gate.doctor.result import Result, Status, fail, skip
 from gate.errors import ServiceError
+from gate.service.control import probe
 
 __all__ = ["CHECKS", "Context", "Result", "Status", "run", "service_status"]
 
@@ -57,7 +59,7 @@ class Context:
     owner_uid: int = field(default_factory=files.service_uid)
     credentials_dir: str | None = field(
         default_factory=lambda: os.environ.get("CREDENTIALS_DIRECTORY"))
-    credstores: tuple[Path, ...] = files.CREDSTORES
+    credstores: tuple[Path, ...] = CREDSTORES
     decrypt: files.Decrypt | None = _decrypt
     clock: Callable[[], tuple[bool | None, str]] = _clock
     swaps: Callable[[], list[str] | None] = _swaps
@@ -68,8 +70,6 @@ class Context:
 
 def service_status(socket_path: str | Path) -> tuple[dict[str, Any] | None, bool]:
     """(the running service's status or None, True when it might run but did not answer)."""
-    from gate.service.control import probe
-
     try:
         return probe(socket_path), False
     except ServiceError:

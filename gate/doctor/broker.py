@@ -2,7 +2,7 @@
 
 The doctor connects as this gate (its CA, certificate and TLS key) under its own client
 id, so a running service keeps its session. It then checks, from the gate's side, what
-the venue ACL (``sync.pki``) must enforce:
+the venue ACL (``central.pki`` writes one) must enforce:
 
 * a subscription to the gate's own ``templates`` topic is granted;
 * another gate's topics are closed: a SUBACK refusal counts, but Mosquitto 2.0 grants
@@ -32,7 +32,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gate.config import Config
+from gate.credentials import locate
 from gate.doctor.result import Result, fail, ok, skip
+from sync.tls import client_context
 
 NOT_AUTHORIZED = 0x87
 
@@ -90,16 +92,13 @@ def _client(client_id: str, ctx: ssl.SSLContext, seen: _Seen, status_filter: str
 
 def tls_key_path(cfg: Config, credentials_dir: str | None) -> Path | None:
     """The TLS key the service would use: the credential first, else ``[sync] key_file``."""
-    if credentials_dir and (Path(credentials_dir) / "mqtt-key.pem").is_file():
-        return Path(credentials_dir) / "mqtt-key.pem"
-    return Path(cfg.sync.key_file) if cfg.sync.key_file else None
+    found = locate("mqtt-key.pem", key_file=cfg.sync.key_file,
+                   credentials_dir=credentials_dir)
+    return None if found is None else found.path
 
 
 def _context(cfg: Config, key: Path) -> ssl.SSLContext:
-    from sync.gate_client import Link, tls_context
-
-    s = cfg.sync
-    return tls_context(Link(s.host, s.port, s.ca_file, s.cert_file, str(key)))
+    return client_context(cfg.sync.ca_file, cfg.sync.cert_file, key)
 
 
 def other_gate(cfg: Config) -> str:
@@ -194,8 +193,8 @@ def _after_connect(client: mqtt.Client, seen: _Seen, cfg: Config, *, where: str,
     # Retained messages follow their SUBACK and come before this PUBACK on the one
     # connection, so anything the ACL lets through has arrived by now.
     puback = seen.pubacks.get(info.mid)
-    fix = ("regenerate the broker ACL from central (sync.pki writes one block per gate: its "
-           "own topics and +/events only), then reload the broker")
+    fix = ("regenerate the broker ACL from central (central.pki writes one block per gate: "
+           "its own topics and +/events only), then reload the broker")
     if puback is None:
         return [link, fail("acl", "no PUBACK for the probe message", fix)]
     if puback.value != NOT_AUTHORIZED:

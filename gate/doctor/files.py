@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -20,16 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from gate import config as config_mod
 from gate.config import Config
+from gate.credentials import CREDSTORES, KEY_BYTES, Key, locate, parse_key
 from gate.doctor.result import Result, fail, ok, skip
 from gate.errors import GateError, ModelError
-from gate.match.keys import KEY_BYTES
+from gate.match.erase import ERASE_ORDER, erase
 from gate.models import read_verified
+from gate.pipeline import FacePipeline
+from gate.templates import TemplateKeys, open_templates
 
-#: Where installed gates keep encrypted credentials (``systemd-creds encrypt``); the
-#: unit's ``LoadCredentialEncrypted=NAME`` finds them here.
-CREDSTORES = (Path("/etc/credstore.encrypted"), Path("/etc/credstore"))
 #: The user the service runs as (``User=gate`` in the unit).
 SERVICE_USER = "gate"
 #: Below this much free space in the state directory the check fails (see check_disk).
@@ -40,8 +44,6 @@ Decrypt = Callable[[Path], "bytearray | None"]
 
 def service_uid() -> int:
     """The uid key files must belong to: the service's user when it exists, else ours."""
-    import pwd
-
     try:
         return pwd.getpwnam(SERVICE_USER).pw_uid
     except KeyError:
@@ -64,18 +66,9 @@ def check_config(path: Path | None) -> list[Result]:
     return [ok("config", f"{path}: valid for the service")]
 
 
-def model_roles(cfg: Config) -> list[str]:
-    """The manifest roles the configured pipeline loads."""
-    roles = ["detector"]
-    if cfg.detect.landmarks:
-        roles.append("landmarks")
-    roles.append(f"embedder_{cfg.models.embedder}")
-    return roles
-
-
 def check_models(cfg: Config) -> list[Result]:
     """Every model file the pipeline loads is on disk with its pinned sha256."""
-    roles = model_roles(cfg)
+    roles = FacePipeline.roles(cfg)
     for role in roles:
         try:
             read_verified(cfg.models_dir, role)
@@ -121,15 +114,11 @@ def _read_private(path: Path) -> bytearray:
 def _content_problem(data: bytearray, spec: KeySpec, cert_file: str) -> str | None:
     """Why the key material is unusable (None: fine). Never quotes the material."""
     if spec.pem:
-        from cryptography.hazmat.primitives import serialization
-
         try:
             key = serialization.load_pem_private_key(bytes(data), None)
         except (ValueError, TypeError):
             return "not an unencrypted PEM private key"
         if cert_file and Path(cert_file).is_file():
-            from cryptography import x509
-
             try:
                 cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
             except ValueError:
@@ -138,15 +127,15 @@ def _content_problem(data: bytearray, spec: KeySpec, cert_file: str) -> str | No
             if cert.public_key().public_bytes(*pub) != key.public_key().public_bytes(*pub):
                 return f"does not belong to the certificate {cert_file}"
         return None
-    # Same forms gate.match.keys accepts: 32 raw bytes or 64 hex digits.
-    if _parse_key(data) is None:
+    # Same forms the service accepts: 32 raw bytes or 64 hex digits.
+    if parse_key(data) is None:
         return f"not a key ({KEY_BYTES} raw bytes or {2 * KEY_BYTES} hex digits expected)"
     return None
 
 
 def _fix_missing(spec: KeySpec) -> str:
     if spec.name == "template-key":
-        return ("get this gate's template-key from central (`python -m sync.central add-gate` "
+        return ("get this gate's template-key from central (`facepass-central add-gate` "
                 "writes it), then systemd-creds encrypt --name=template-key FILE "
                 "/etc/credstore.encrypted/template-key")
     return (f"run `gatectl keys init`, then systemd-creds encrypt --name={spec.name} "
@@ -155,17 +144,11 @@ def _fix_missing(spec: KeySpec) -> str:
 
 def find_key(spec: KeySpec, *, credentials_dir: str | None,
              credstores: tuple[Path, ...] = CREDSTORES) -> tuple[str, Path] | None:
-    """Where the service will take ``spec`` from, in its order: ``("credential", path)``
-    ($CREDENTIALS_DIRECTORY), ``("encrypted", path)`` (a credential systemd will decrypt
-    and load at start), ``("file", path)`` (the config's key file, maybe missing) or None."""
-    if credentials_dir and (Path(credentials_dir) / spec.name).is_file():
-        return "credential", Path(credentials_dir) / spec.name
-    for store in credstores:
-        if (store / spec.name).is_file():
-            return "encrypted", store / spec.name
-    if spec.key_file:
-        return "file", Path(spec.key_file)
-    return None
+    """Where the service will take ``spec`` from (:func:`gate.credentials.locate`, with
+    the encrypted credential stores too): ``(kind, path)`` or None."""
+    found = locate(spec.name, key_file=spec.key_file, credentials_dir=credentials_dir,
+                   credstores=credstores)
+    return None if found is None else (found.kind, found.path)
 
 
 def read_key(found: tuple[str, Path], decrypt: Decrypt | None) -> bytearray | None:
@@ -183,7 +166,7 @@ def check_key(spec: KeySpec, *, owner_uid: int, credentials_dir: str | None,
     """Where the service will find ``spec`` and whether it is safe and well-formed.
 
     A key file must be a regular file (not a link), mode 0600/0400, owned by the
-    service's user (``owner_uid``): the rules of :mod:`gate.match.keys`, checked against
+    service's user (``owner_uid``): the rules of :mod:`gate.credentials`, checked against
     the service's user rather than whoever runs the doctor.
     """
     name = spec.name
@@ -247,16 +230,6 @@ def check_keys(cfg: Config, *, owner_uid: int, credentials_dir: str | None,
     return out
 
 
-def _parse_key(data: bytearray) -> bytes | None:
-    if len(data) == KEY_BYTES:
-        return bytes(data)
-    text = bytes(data).strip()
-    try:
-        return bytes.fromhex(text.decode("ascii")) if len(text) == 2 * KEY_BYTES else None
-    except (UnicodeDecodeError, ValueError):
-        return None
-
-
 def systemd_decrypt(path: Path) -> bytearray | None:
     """Decrypt an encrypted credential in memory with ``systemd-creds`` (root only);
     None when that is not possible here, so the caller cannot tell and says so."""
@@ -273,12 +246,9 @@ def systemd_decrypt(path: Path) -> bytearray | None:
 
 # --- the template cache ------------------------------------------------------------------
 
-_CACHE_FILES = ("templates.dek", "templates.cache", "templates.journal")
-
-
 def _snapshot_state(src: Path) -> tuple[tuple[str, int, int], ...]:
     out = []
-    for name in _CACHE_FILES:
+    for name in ERASE_ORDER:
         with contextlib.suppress(FileNotFoundError):
             st = (src / name).stat()
             out.append((name, st.st_mtime_ns, st.st_size))
@@ -296,7 +266,7 @@ def _copy_cache(src: Path, dst: Path) -> bool:
                 shutil.copyfile(src / name, dst / name)
         if _snapshot_state(src) == before:  # nobody wrote meanwhile
             return True
-        for name in _CACHE_FILES:
+        for name in ERASE_ORDER:
             with contextlib.suppress(FileNotFoundError):
                 (dst / name).unlink()
     return True  # still changing: open what we have; a mix shows as invalid, rarely
@@ -318,32 +288,13 @@ def _cache_keys(cfg: Config, credentials_dir: str | None, credstores: tuple[Path
             return skip("cache", f"{spec.name} is an encrypted credential that only the "
                                  "service (or root with systemd-creds) can decrypt")
         try:
-            key = _parse_key(data)
+            key = parse_key(data)
         finally:
             data[:] = bytes(len(data))
         if key is None:
             return skip("cache", f"{spec.name} is malformed (see keys)")
         out.append(key)
     return out[0], out[1]
-
-
-def _store(cfg: Config, directory: Path, cache_key: bytes, template_key: bytes) -> Any:
-    """A TemplateStore like ``TemplateStore.from_config`` builds, on ``directory``, with keys
-    already found (as root the doctor may read files ``load_key`` would refuse to)."""
-    from gate.match.cachefile import Binding
-    from gate.match.keys import Key
-    from gate.match.protect import Protector
-    from gate.match.store import TemplateStore
-    from gate.match.threshold import CALIBRATIONS, ThresholdPolicy
-
-    policy = ThresholdPolicy(cfg.match.target_fpir, CALIBRATIONS[cfg.models.embedder],
-                             cfg.match.threshold)
-    return TemplateStore(directory, kek=Key(cache_key, "doctor"),
-                         protector=Protector(template_key),
-                         binding=Binding(cfg.gate.venue, cfg.gate.event, cfg.gate.id),
-                         policy=policy, margin=cfg.match.margin,
-                         max_valid_days=cfg.cache.max_valid_days,
-                         coarse_min=cfg.match.coarse_min, threads=cfg.match.threads)
 
 
 @contextlib.contextmanager
@@ -385,8 +336,6 @@ def check_cache(cfg: Config, service: dict[str, Any] | None, *,
     # The copy holds the wrapped data key: keep it in RAM where there is a tmpfs, and
     # overwrite it afterwards (a plain unlink could leave it on flash past a later
     # crypto-erase of the real cache).
-    from gate.match.store import erase
-
     ram = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
     with tempfile.TemporaryDirectory(prefix="gate-doctor-", dir=ram) as tmp:
         try:
@@ -396,12 +345,15 @@ def check_cache(cfg: Config, service: dict[str, Any] | None, *,
         except PermissionError:
             return [fail("cache", f"cannot read the cache in {src} (permission denied)",
                          "run gatectl doctor as root or as the gate user")]
-        store = _store(cfg, Path(tmp), *material)
+        # Keys already found: as root the doctor may read files the service's own loader
+        # would refuse to (owned by the gate user).
+        keys = TemplateKeys(Key(material[0], "doctor"), Key(material[1], "doctor"))
+        templates = open_templates(cfg, keys=keys, directory=Path(tmp))
         try:
-            with _quiet("gate.match.store"):  # the result line says it; no second log line
-                st = store.load()
+            with _quiet("gate.match.cache"):  # the result line says it; no second log line
+                st = templates.cache.load()
         finally:
-            store.close()
+            templates.close()
             erase(Path(tmp))
     if st.state == "invalid":
         return [fail("cache", f"does not decrypt: {st.reason}",

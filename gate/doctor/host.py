@@ -18,8 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gate.camera import open_camera
 from gate.config import CameraConfig
 from gate.doctor.result import Result, fail, ok, skip
+from gate.service.harden import MIN_LOCKABLE
 
 Runner = Callable[[list[str]], "subprocess.CompletedProcess[str]"]
 
@@ -136,8 +138,6 @@ def check_memory(swaps: list[str] | None, *, service: dict[str, Any] | None,
                            f"({hard.get('detail', 'no detail')})", fix)]
     if not lock_configured:
         return [fail(name, f"swap on ({swap}) and [service] lock_memory = false", fix)]
-    from gate.service.harden import MIN_LOCKABLE
-
     limit = unit_limit
     source = "the unit's LimitMEMLOCK"
     if limit is None:
@@ -215,15 +215,12 @@ def check_camera(cam_cfg: CameraConfig, *, service: dict[str, Any] | None,
         return [skip(name, "the service may be running (its control socket refused us): not "
                            "opening the camera it may hold")]
     if opener is None:
-        from gate.camera import open_camera
-
         opener = open_camera
     fix = _CAMERA_FIX.get(cam_cfg.backend, "check the [camera] section")
     if cam_cfg.backend != "picamera2" and not cam_cfg.source:
         return [fail(name, f"camera.source is empty ({cam_cfg.backend} needs one)", fix)]
     try:
-        camera = opener(cam_cfg.backend, cam_cfg.source, width=cam_cfg.width,
-                        height=cam_cfg.height, fps=cam_cfg.fps)
+        camera = opener(cam_cfg.backend, cam_cfg.source, cam_cfg.mode)
     except (OSError, ImportError, ValueError) as exc:
         return [fail(name, f"{cam_cfg.backend}: {exc}", fix)]
     lit = False

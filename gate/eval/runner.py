@@ -32,12 +32,12 @@ from gate.errors import EvalError, ImageError
 from gate.eval import metrics
 from gate.eval.datasets import all_pairs
 from gate.images import load_image
+from gate.match.threshold import Calibration
 from gate.pipeline import STAGES, FacePipeline
 from gate.types import Array, Image
 
 FARS = (1e-3, 1e-4)
 FPIRS = (1e-1, 1e-2, 1e-3)
-EMBED_DIM = 192
 
 
 @dataclass
@@ -87,7 +87,7 @@ def embed_all(pipeline: FacePipeline, paths: Sequence[Path], *, progress: bool =
     (to measure what the checks are worth); images with no face stay unusable.
     ``transform`` degrades each image first (e.g. blur: a worse camera or motion).
     """
-    out = Embedded(embeddings=np.zeros((len(paths), EMBED_DIM), np.float32),
+    out = Embedded(embeddings=np.zeros((len(paths), pipeline.embedder.dim), np.float32),
                    row=np.full(len(paths), -1, np.int64),
                    stage_ms={s: [] for s in STAGES})
     bar = Progress(len(paths), enabled=progress)
@@ -323,8 +323,6 @@ def stage_summary(emb: Embedded) -> dict[str, float]:
 def calibrate(emb: Embedded, labels: Sequence[str], *, model: str,
               source: str) -> dict[str, Any]:
     """Fit the impostor-tail calibration behind the match threshold table."""
-    from gate.match.threshold import Calibration
-
     keep = np.flatnonzero(emb.usable)
     kept = [labels[k] for k in keep]
     if len(set(kept)) < 150:

@@ -8,8 +8,10 @@ from ``[gpio]``. Nothing here imports a GPIO library other than gpiozero, and gp
 picks its own backend (lgpio, RPi.GPIO…) unless a factory is given: tests and the
 simulator pass ``MockFactory``.
 
-The relay goes to its configured safe state on :meth:`GateIO.safe`, on :meth:`close` and
-when the object is used as a context manager and the block exits by any path.
+Constructing a :class:`GateIO` touches no pin; :meth:`GateIO.open` claims them (the relay
+starts in its safe state). The relay goes to its configured safe state on
+:meth:`GateIO.safe`, on :meth:`GateIO.close` and when the object is used as a context
+manager and the block exits by any path.
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from gpiozero import LED, Buzzer, DigitalInputDevice, OutputDevice
+from gpiozero.exc import GPIOZeroError
+from gpiozero.pins.mock import MockFactory
+
 from gate.config import GpioConfig
+from gate.errors import GateError
 from gate.policy import Indication
 
 _LIGHTS = {
@@ -63,8 +70,6 @@ def idle_mock_factory(cfg: GpioConfig) -> Any:
     beam unbroken, fire loop healthy. For simulation (``gpio.backend = "mock"``) and tests;
     a bare factory would read a low emergency line, which with the usual active-low fire
     loop means "alarm"."""
-    from gpiozero.pins.mock import MockFactory
-
     factory = MockFactory()
     levels = [(cfg.presence_pin, not cfg.presence_active_high),
               (cfg.passage_pin, not cfg.passage_active_high)]
@@ -79,36 +84,75 @@ def idle_mock_factory(cfg: GpioConfig) -> Any:
 
 
 class GateIO:
-    """The lane's inputs and outputs."""
+    """The lane's inputs and outputs; :meth:`open` claims the pins."""
 
     def __init__(self, cfg: GpioConfig, *, pin_factory: Any = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        from gpiozero import LED, Buzzer, DigitalInputDevice, OutputDevice
-
         self.cfg = cfg
         self.indication = Indication.OFF
+        self._factory = pin_factory
+        self._clock = clock
+        self._devices: list[Any] = []
+        self._presence: Any = None
+        self._presence_filter = Debounced(cfg.presence_debounce_s, clock)
+        self._passage: Any = None
+        self._emergency: Any = None
+        self._relay: Any = None
+        self._lights: list[Any] = []
+        self._buzzer: Any = None
+
+    @property
+    def is_open(self) -> bool:
+        """The pins are claimed."""
+        return bool(self._devices)
+
+    def open(self) -> GateIO:
+        """Claim the pins: inputs, then the relay in its safe state, lights and buzzer.
+
+        gpiozero's own errors (a pin in use, no pin library) become one-line GateErrors.
+        """
+        if self._devices:
+            return self
+        cfg, factory = self.cfg, self._factory
 
         def inp(pin: int, active_high: bool) -> Any:
             # pull_up=None + active_state: the sensor drives the line both ways.
             return DigitalInputDevice(pin, pull_up=None, active_state=active_high,
-                                      pin_factory=pin_factory)
+                                      pin_factory=factory)
 
-        self._devices: list[Any] = []
-        self._presence = inp(cfg.presence_pin, cfg.presence_active_high)
-        self._presence_filter = Debounced(cfg.presence_debounce_s, clock)
-        self._presence.when_activated = lambda: self._presence_filter.edge(True)
-        self._presence.when_deactivated = lambda: self._presence_filter.edge(False)
-        self._passage = inp(cfg.passage_pin, cfg.passage_active_high)
-        self._emergency = inp(cfg.emergency_pin, cfg.emergency_active_high) \
-            if cfg.emergency_pin else None
-        self._relay = OutputDevice(cfg.relay_pin, active_high=cfg.relay_active_high,
-                                   initial_value=self._safe_open, pin_factory=pin_factory)
-        self._lights = [LED(p, pin_factory=pin_factory) if p else None
-                        for p in (cfg.green_pin, cfg.red_pin, cfg.amber_pin)]
-        self._buzzer = Buzzer(cfg.buzzer_pin, pin_factory=pin_factory) \
-            if cfg.buzzer_pin else None
-        self._devices = [d for d in (self._presence, self._passage, self._emergency,
-                                     self._relay, *self._lights, self._buzzer) if d]
+        devices: list[Any] = []
+        try:
+            self._presence = inp(cfg.presence_pin, cfg.presence_active_high)
+            devices.append(self._presence)
+            self._presence.when_activated = lambda: self._presence_filter.edge(True)
+            self._presence.when_deactivated = lambda: self._presence_filter.edge(False)
+            self._passage = inp(cfg.passage_pin, cfg.passage_active_high)
+            devices.append(self._passage)
+            self._emergency = inp(cfg.emergency_pin, cfg.emergency_active_high) \
+                if cfg.emergency_pin else None
+            devices.append(self._emergency)
+            self._relay = OutputDevice(cfg.relay_pin, active_high=cfg.relay_active_high,
+                                       initial_value=self._safe_open, pin_factory=factory)
+            devices.append(self._relay)
+            self._lights = [LED(p, pin_factory=factory) if p else None
+                            for p in (cfg.green_pin, cfg.red_pin, cfg.amber_pin)]
+            devices += self._lights
+            self._buzzer = Buzzer(cfg.buzzer_pin, pin_factory=factory) \
+                if cfg.buzzer_pin else None
+            devices.append(self._buzzer)
+        except BaseException as exc:
+            for d in devices:
+                if d is not None:
+                    d.close()
+            if isinstance(exc, GPIOZeroError):  # pin busy, no pin library: one line
+                raise GateError(f"GPIO: {exc} (check [gpio] pins and backend)") from None
+            raise
+        self._devices = [d for d in devices if d is not None]
+        return self
+
+    def _need(self) -> None:
+        if not self._devices:
+            raise GateError("gpio: pins not claimed (GateIO.open() first)")
 
     @property
     def _safe_open(self) -> bool:
@@ -117,33 +161,41 @@ class GateIO:
     @property
     def presence(self) -> bool:
         """Someone is standing in the lane (steady for ``presence_debounce_s``)."""
+        self._need()
         return self._presence_filter.update(bool(self._presence.is_active))
 
     @property
     def passage(self) -> bool:
         """The beam after the flapper is broken (someone is walking through)."""
+        self._need()
         return bool(self._passage.is_active)
 
     @property
     def emergency(self) -> bool:
         """The fire panel demands an open lane."""
+        self._need()
         return bool(self._emergency is not None and self._emergency.is_active)
 
     @property
     def flapper_open(self) -> bool:
         """The relay holds the flapper open."""
+        self._need()
         return bool(self._relay.is_active)
 
     def open_flapper(self) -> None:
         """Energise the relay: the flapper opens."""
+        self._need()
         self._relay.on()
 
     def close_flapper(self) -> None:
         """Release the relay: the flapper closes."""
+        self._need()
         self._relay.off()
 
     def safe(self) -> None:
         """Relay to the configured safe state (closed, or open where fire code wants)."""
+        if self._relay is None:
+            return  # nothing claimed: nothing to move
         if self._safe_open:
             self._relay.on()
         else:
@@ -151,6 +203,7 @@ class GateIO:
 
     def show(self, indication: Indication) -> None:
         """Set the lights (and beep once on a refusal, if there is a buzzer)."""
+        self._need()
         for light, on in zip(self._lights, _LIGHTS[indication], strict=True):
             if light is not None:
                 light.value = on
@@ -161,6 +214,8 @@ class GateIO:
 
     def close(self) -> None:
         """Safe state, lights off, release the pins."""
+        if not self._devices:
+            return
         try:
             self.safe()
             self.show(Indication.OFF)
@@ -168,9 +223,10 @@ class GateIO:
             for device in self._devices:
                 device.close()
             self._devices = []
+            self._relay = None
 
     def __enter__(self) -> GateIO:
-        return self
+        return self.open()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

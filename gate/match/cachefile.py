@@ -13,7 +13,8 @@ construction): chunk *i* uses nonce ``nonce_prefix ‖ i`` and associated data
 every chunk, chunks cannot be reordered, dropped or cut short, and a file can be opened
 with bounded memory. Decryption writes into one buffer that is zeroed after parsing.
 
-Plaintext (the protected templates; never raw embeddings)::
+Plaintext (the protected templates; never raw embeddings), in the record layouts of
+:mod:`sync.templates` (``RECORD``, ``TOMBSTONE``)::
 
     "TPL1" | records u32 | tombstones u32 | dim u16 | pad u16
     records     records × {id: 64 bytes, seq u64, valid_until i64, count u8}
@@ -39,6 +40,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from gate.errors import CacheError
 from gate.match.atomic import atomic_write
 from gate.types import Array
+from sync.templates import RECORD, TOMBSTONE
 
 MAGIC = b"FPGC"
 FORMAT = 1
@@ -46,8 +48,6 @@ CHUNK = 1 << 20
 TAG = 16
 _FIXED = struct.Struct("<4sHHQqIIQ8s")
 _PLAIN = struct.Struct("<4sIIHH")
-RECORD = np.dtype([("id", "S64"), ("seq", "<u8"), ("valid_until", "<i8"), ("count", "u1")])
-TOMBSTONE = np.dtype([("id", "S64"), ("seq", "<u8"), ("valid_until", "<i8")])
 #: Refuse to open anything claiming to be bigger (a corrupt length must not allocate GBs).
 MAX_PLAINTEXT = 1 << 31
 

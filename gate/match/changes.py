@@ -1,8 +1,8 @@
 """Encoding of one change (upsert, revoke, drop) as a journal entry.
 
 An entry is ``kind (1 byte) | cache version u64 | count u32 | count2 u32`` followed by
-arrays in the cache file's record layouts, so replaying the journal gives exactly the
-state the change produced, without re-validating against today's clock.
+arrays in the record layouts of :mod:`sync.templates`, so replaying the journal gives
+exactly the state the change produced, without re-validating against today's clock.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from gate.errors import CacheError
-from gate.match.cachefile import RECORD, TOMBSTONE
 from gate.types import Array
+from sync.templates import RECORD, TOMBSTONE
 
 UPSERT, REVOKE, DROP = b"U", b"R", b"D"
 _HEAD = struct.Struct("<cQII")

@@ -1,6 +1,6 @@
-"""MobileFaceNet embeddings: 112×112 aligned RGB face in, L2-normalised 192-d vector out.
+"""Embeddings: an aligned face crop in, an L2-normalised template-space vector out.
 
-Pixel convention of the model (from its source package): RGB, ``(x − 127.5) / 128``.
+The model and its pixel convention come from the registry (:mod:`gate.match.embedders`).
 With ``flip_average`` the face and its mirror image go through the model as one batch
 of two and the two embeddings are summed before normalising; it costs one more face
 through the network and gives a steadier embedding (measured by ``gatectl eval``).
@@ -11,10 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from gate.inference import Model
+from gate.match.embedders import MOBILEFACENET_INT8, EmbedderSpec
 from gate.types import Array
-
-EMBEDDING_SIZE = 192
-CROP_SIZE = 112
 
 #: Cosine similarity above which two embeddings are taken as the same person until the
 #: matcher's calibrated threshold replaces it. Measured with ``gatectl eval`` on
@@ -26,24 +24,32 @@ DEFAULT_THRESHOLD = 0.5
 class Embedder:
     """Computes embeddings into a preallocated buffer that :meth:`wipe` zero-fills."""
 
-    def __init__(self, model: Model, *, flip_average: bool = False) -> None:
+    def __init__(self, model: Model, *, spec: EmbedderSpec = MOBILEFACENET_INT8,
+                 flip_average: bool = False) -> None:
         self.model = model
+        self.spec = spec
         self.flip_average = flip_average
+        size = spec.input_size
         batch = 2 if flip_average else 1
         model.resize_batch(batch)
-        if model.input_shape != (batch, CROP_SIZE, CROP_SIZE, 3):
-            raise ValueError(f"{model.name}: not a 112×112 embedding model")
-        self._tensor = np.zeros((batch, CROP_SIZE, CROP_SIZE, 3), np.float32)
-        self.embedding = np.zeros(EMBEDDING_SIZE, np.float32)
+        if model.input_shape != (batch, size, size, 3):
+            raise ValueError(f"{model.name}: not a {size}×{size} embedding model")
+        self._tensor = np.zeros((batch, size, size, 3), np.float32)
+        self.embedding = np.zeros(spec.model.dim, np.float32)
+
+    @property
+    def dim(self) -> int:
+        """Length of the embeddings."""
+        return self.spec.model.dim
 
     def embed(self, crop: Array) -> Array:
-        """Embedding of an aligned 112×112×3 RGB uint8 crop.
+        """Embedding of an aligned RGB uint8 crop of the model's input size.
 
         Returns the internal buffer (overwritten by the next call, zeroed by
         :meth:`wipe`); copy it to keep it.
         """
-        np.subtract(crop, 127.5, out=self._tensor[0], casting="unsafe")
-        self._tensor[0] *= 1.0 / 128.0
+        np.subtract(crop, self.spec.mean, out=self._tensor[0], casting="unsafe")
+        self._tensor[0] *= self.spec.scale
         if self.flip_average:
             self._tensor[1] = self._tensor[0, :, ::-1]
         out = self.model.run(self._tensor)

@@ -13,22 +13,24 @@ scored exactly in float32. Each coarse score is within a bound ``B`` of the exac
 out scores at most ``c_K + B``, where ``c_K`` is the lowest coarse score taken. From that
 the search either proves that the threshold/margin decision equals an exhaustive float32
 search's, or falls back to the exhaustive search. Accuracy is therefore unchanged;
-``tests/test_match_gallery.py`` checks it against brute force.
+``tests/gate/match/test_gallery.py`` checks it against brute force.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
 from gate.errors import TemplateError
 from gate.inference import Model
+from gate.inference.fc_model import build_int8_fc
 from gate.match.decision import Candidates
 from gate.types import Array
+from sync.templates import MAX_TEMPLATES, MOBILEFACENET
 
-DIM = 192
-MAX_TEMPLATES = 3
 #: Rows taken from the coarse pass for exact scoring.
 COARSE_K = 32
 #: Rows quantized at a time when building the coarse index.
@@ -41,8 +43,6 @@ class _Coarse:
     """An int8 copy of the first ``n`` rows, searched by a one-layer TFLite model."""
 
     def __init__(self, rows: Array, threads: int) -> None:
-        from gate.inference.fc_model import build_int8_fc
-
         self.n = rows.shape[0]
         q = np.empty(rows.shape, np.int8)
         scales = np.empty(self.n, np.float32)
@@ -84,7 +84,8 @@ class _Coarse:
 class Gallery:
     """Rows of protected templates with their owners; exact 1:N search."""
 
-    def __init__(self, *, dim: int = DIM, coarse_min: int = 20_000, threads: int = 1) -> None:
+    def __init__(self, *, dim: int = MOBILEFACENET.dim, coarse_min: int = 20_000,
+                 threads: int = 1) -> None:
         self.dim = dim
         self.coarse_min = coarse_min
         self.threads = threads
@@ -275,6 +276,15 @@ class Gallery:
             # Nobody reaches the threshold: refused, as the exhaustive search would.
             return Candidates(found.attendee, found.best, found.second, exact=False)
         return None
+
+    @contextmanager
+    def exhaustive(self) -> Iterator[None]:
+        """Search without the coarse index for a while (benchmarks compare the two)."""
+        saved, self._coarse = self._coarse, None
+        try:
+            yield
+        finally:
+            self._coarse = saved
 
     def wipe(self) -> None:
         """Zero every row and forget every attendee (crypto-erase of the RAM copy)."""

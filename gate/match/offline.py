@@ -1,16 +1,16 @@
-"""The template cache on disk without a store: read-only inspection and crypto-erase.
+"""The template cache on disk without loading it: read-only inspection.
 
-``gatectl cache info`` and ``cache wipe`` use this while the gate service is stopped.
+``gatectl cache info`` uses this while the gate service is stopped.
 
-:meth:`TemplateStore.load <gate.match.store.TemplateStore.load>` repairs as it opens: it
+:meth:`TemplateCache.load <gate.match.cache.TemplateCache.load>` repairs as it opens: it
 removes stale temporaries, truncates a torn journal tail, starts a fresh journal and purges
 expired attendees (a journal entry or a new snapshot). A diagnostic must change nothing, so
 :func:`inspect` reads the same files with the same parsers (data key, snapshot, journal)
 and replays the journal over counts only; nothing is written. Attendee ids are held only
 long enough to count them and never leave this module.
 
-:func:`gate.match.store.erase` is the on-disk half of
-:meth:`TemplateStore.wipe`: it needs no key (the
+``gatectl cache wipe`` uses :func:`gate.match.erase.erase`, the on-disk half of
+:meth:`TemplateCache.wipe <gate.match.cache.TemplateCache.wipe>`: it needs no key (the
 service's key usually lives in a systemd credential that gatectl cannot read), and
 destroying the wrapped data key first makes the rest unreadable at once.
 """
@@ -23,14 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
+from gate.credentials import Key
 from gate.errors import CacheError
 from gate.match import cachefile, changes
-from gate.match.gallery import DIM
+from gate.match.datakey import DataKey
+from gate.match.erase import CACHE_FILE, ERASE_ORDER, JOURNAL_FILE, KEY_FILE
 from gate.match.journal import Journal
-from gate.match.keys import DataKey, Key
-from gate.match.store import CACHE_FILE, ERASE_ORDER, JOURNAL_FILE, KEY_FILE
+from sync.templates import MOBILEFACENET, TemplateModel
 
-#: The store's files (in :func:`gate.match.store.erase` order: data key first).
+#: The cache's files (in :func:`gate.match.erase.erase` order: data key first).
 FILES = ERASE_ORDER
 
 
@@ -70,11 +71,12 @@ def disk_usage(directory: Path) -> dict[str, int]:
 
 
 def inspect(directory: Path, kek: Key | None, binding: cachefile.Binding, *, now: float,
-            key_source: str = "", locked_reason: str = "") -> CacheInfo:
+            key_source: str = "", locked_reason: str = "",
+            model: TemplateModel = MOBILEFACENET) -> CacheInfo:
     """Read the cache in ``directory`` without changing any file.
 
     ``kek`` is the cache key, or None when it is not available here (``locked_reason``
-    says why); ``now`` decides what has expired.
+    says why); ``now`` decides what has expired; ``model`` gives the template dimension.
     """
     directory = Path(directory)
     files = disk_usage(directory)
@@ -89,7 +91,7 @@ def inspect(directory: Path, kek: Key | None, binding: cachefile.Binding, *, now
                 raise CacheError("cache file without its data key")
             return CacheInfo("empty", "no cache yet", 0, 0, 0, 0, 0, key_source=key_source,
                              files=files)
-        meta, tombs, version = _replay(directory, dek, binding)
+        meta, tombs, version = _replay(directory, dek, binding, model.dim)
     except CacheError as exc:
         return CacheInfo("invalid", str(exc), key_source=key_source, files=files)
     live = [(end, count) for _seq, end, count in meta.values() if end > now]
@@ -107,9 +109,9 @@ _Meta = dict[bytes, tuple[int, int, int]]
 _Tombs = dict[bytes, tuple[int, int]]
 
 
-def _replay(directory: Path, dek: bytes, binding: cachefile.Binding
+def _replay(directory: Path, dek: bytes, binding: cachefile.Binding, dim: int
             ) -> tuple[_Meta, _Tombs, int]:
-    """Snapshot plus journal, as counts: the same steps as the store's load, in RAM."""
+    """Snapshot plus journal, as counts: the same steps as the cache's load, in RAM."""
     contents = cachefile.open_cache(directory / CACHE_FILE, dek, binding)
     try:
         r = contents.records
@@ -124,7 +126,7 @@ def _replay(directory: Path, dek: bytes, binding: cachefile.Binding
     entries = _journal_entries(directory / JOURNAL_FILE, dek, snapshot)
     try:
         for entry in entries:
-            change = changes.decode(entry, DIM)
+            change = changes.decode(entry, dim)
             change.vectors.fill(0)
             if change.version != version + 1:
                 raise CacheError("journal: versions out of order")

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gate.errors import ServiceError, ServiceNotRunningError
+from gate.errors import GateError, ServiceError, ServiceNotRunningError
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +162,6 @@ class ControlServer:
         except (ValueError, ServiceError, TimeoutError) as exc:
             return json.dumps({"ok": False, "error": str(exc)}).encode()
         except Exception as exc:  # the control socket must never take the lane down
-            from gate.errors import GateError
-
             if isinstance(exc, GateError):
                 return json.dumps({"ok": False, "error": str(exc)}).encode()
             log.exception("control: request failed")

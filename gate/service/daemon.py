@@ -33,14 +33,18 @@ from gate.config import Config
 from gate.errors import ConfigError, GateError, KeyMaterialError, ModelError
 from gate.exitcodes import EXIT_CONFIG, EXIT_FAIL, EXIT_MODELS, EXIT_OK
 from gate.io.devices import GateIO, idle_mock_factory
-from gate.match.store import TemplateStore
+from gate.link.link import GateLink
+from gate.link.local import LocalEntries
+from gate.logs import kv, setup
+from gate.match.cache import TemplateCache
+from gate.match.matcher import Matcher
 from gate.models import manifest
 from gate.pipeline import FacePipeline
 from gate.runtime import EntryLog, GateRuntime, log_event
 from gate.service import harden
 from gate.service.control import ControlServer
-from gate.service.logs import kv
 from gate.service.notify import Notifier, watchdog_interval_s
+from gate.templates import open_templates
 
 log = logging.getLogger("gate.service")
 
@@ -48,31 +52,11 @@ log = logging.getLogger("gate.service")
 CAMERA_TRIES = 3
 
 
-class LocalEntries:
-    """Entry log of a gate without the MQTT link: kept in the state dir's SQLite, never sent."""
-
-    def __init__(self, state_dir: Path, gate: str) -> None:
-        from sync.db import SyncDB, uuid7
-
-        self.db, self.gate, self._uuid7 = SyncDB(state_dir / "sync.db"), gate, uuid7
-
-    def publish_event(self, attendee: str, at: float | None = None) -> str:
-        """Record the entry locally (anti-passback still works)."""
-        at_ms = int((time.time() if at is None else at) * 1000)
-        event_id = self._uuid7(at_ms)
-        self.db.record_entry(event_id, attendee, self.gate, at_ms)
-        return event_id
-
-    def entered_since(self, attendee: str, since: float) -> list[tuple[str, int]]:
-        """Earlier entries of ``attendee`` at this gate."""
-        return self.db.entries_since(attendee, int(since * 1000))
-
-
 class GateService:
     """The assembled gate: built by :meth:`start`, run by :meth:`serve`, ended by :meth:`close`."""
 
     def __init__(self, cfg: Config, *, notifier: Notifier | None = None,
-                 pin_factory: Any = None, camera: Camera | None = None,
+                 pin_factory: Any = None, camera: Camera[Any] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.notifier = notifier or Notifier()
@@ -83,8 +67,10 @@ class GateService:
         self.phase = "starting"
         self.hardening: harden.Hardening | None = None
         self.pipeline: FacePipeline | None = None
-        self.store: TemplateStore | None = None
-        self.sync: Any = None
+        self.cache: TemplateCache | None = None
+        self.matcher: Matcher | None = None
+        self.link: GateLink | None = None
+        self.local: LocalEntries | None = None
         self.entries: EntryLog | None = None
         self.io: GateIO | None = None
         self.runtime: GateRuntime | None = None
@@ -106,41 +92,38 @@ class GateService:
         self._starting("verifying model files")
         self.pipeline = FacePipeline.from_config(cfg)
         self._starting("keys and template cache")
-        self.store = TemplateStore.from_config(cfg)
-        st = self.store.load()
+        self.cache, self.matcher = open_templates(cfg)
+        st = self.cache.load()
         if st.state == "invalid":
             log.error("start: %s; everyone goes to the staffed lane until central resyncs",
                       st)
         if cfg.sync.enabled:
-            from sync.gate_client import GateSync
-
             self._starting("MQTT link")
-            self.sync = GateSync.from_config(cfg, store=self.store)
-            self.entries = self.sync
+            self.link = self.entries = GateLink.from_config(cfg, cache=self.cache)
         else:
-            self.entries = LocalEntries(Path(cfg.cache.dir), cfg.gate.id)
+            self.local = self.entries = LocalEntries(Path(cfg.cache.dir), cfg.gate.id)
         self._starting("camera")
         camera = self._camera or open_camera(cfg.camera.backend, cfg.camera.source,
-                                             width=cfg.camera.width,
-                                             height=cfg.camera.height, fps=cfg.camera.fps)
+                                             cfg.camera.mode)
         self._check_camera(camera)
         self._starting("GPIO")
         factory = self._pin_factory
         if factory is None and cfg.gpio.backend == "mock":
             factory = idle_mock_factory(cfg.gpio)
-        self.io = GateIO(cfg.gpio, pin_factory=factory)
+        self.io = GateIO(cfg.gpio, pin_factory=factory).open()
         self.runtime = GateRuntime(cfg, camera=camera, io=self.io, pipeline=self.pipeline,
-                                   store=self.store, entries=self.entries, report=self._report)
+                                   matcher=self.matcher, entries=self.entries,
+                                   report=self._report)
         self.runtime.heartbeat = self.clock()
         self.control = ControlServer(cfg.service.control_socket, {
             "status": lambda _p: self.status(), "resync": lambda _p: self._resync(),
             "cache-wipe": lambda _p: self._wipe()})
         self.control.start()
-        if self.sync is not None:
-            self.sync.start()
+        if self.link is not None:
+            self.link.start()
         self.phase = "serving"
 
-    def _check_camera(self, camera: Camera) -> None:
+    def _check_camera(self, camera: Camera[Any]) -> None:
         """Open and close the camera once: it exists and accepts the format (no frame read)."""
         delay = 1.0
         for attempt in range(1, CAMERA_TRIES + 1):
@@ -211,33 +194,31 @@ class GateService:
         """Delete what has expired (P7): templates past valid_until, as soon as they pass,
         not at the next restart; entry records older than the anti-passback window."""
         try:
-            if self.store is not None:
-                due = self.store.next_expiry()
+            if self.cache is not None:
+                due = self.cache.next_expiry()
                 if due is not None and due <= time.time():
-                    self.store.purge_expired()
-            db = getattr(self.entries, "db", None)
-            if db is not None:
-                horizon = time.time() - self.cfg.lane.entry_window_h * 3600
-                db.forget_entries_before(int(horizon * 1000))
+                    self.cache.purge_expired()
+            if self.entries is not None:
+                self.entries.forget_before(time.time() - self.cfg.lane.entry_window_h * 3600)
         except Exception:  # the supervisor must keep pinging; log and try next time
             log.exception("housekeeping failed")
 
     # --- status and requests -----------------------------------------------------------
 
     def _cache_state(self) -> str:
-        return self.store.status().state if self.store is not None else "none"
+        return self.cache.status().state if self.cache is not None else "none"
 
     def status_line(self) -> str:
         """The ``systemctl status`` line: state, cache, link, outbox (counts only)."""
         parts = [self.runtime.policy.phase.value if self.runtime else self.phase]
-        if self.store is not None:
-            st = self.store.status()
+        if self.cache is not None:
+            st = self.cache.status()
             parts.append(f"cache invalid ({st.reason})" if st.state == "invalid" else
                          f"cache v{st.version} {st.templates} templates")
-        if self.sync is not None:
-            parts.append("broker connected" if self.sync.wait_connected(0) else
+        if self.link is not None:
+            parts.append("broker connected" if self.link.wait_connected(0) else
                          "broker disconnected")
-            parts.append(f"outbox {self.sync.db.depth()}")
+            parts.append(f"outbox {self.link.outbox_depth()}")
         if self.runtime is not None:
             parts.append(f"entries {self.runtime.stats.entries}")
         return " · ".join(parts)
@@ -257,20 +238,21 @@ class GateService:
                           "memory_locked": self.hardening.memory_locked,
                           "detail": self.hardening.detail} if self.hardening else None,
         }
-        if self.store is not None:
-            st = self.store.status()
+        if self.cache is not None and self.matcher is not None:
+            st = self.cache.status()
             out["cache"] = {"state": st.state, "valid": st.state != "invalid",
                             "reason": st.reason or None, "version": st.version,
                             "templates": st.templates, "attendees": st.attendees,
                             "tombstones": st.tombstones,
                             "valid_until_max": st.valid_until,
-                            "next_expiry": self.store.next_expiry(),
-                            "threshold": round(st.threshold, 4)}
-        out["broker"] = {"enabled": self.sync is not None,
-                         "connected": bool(self.sync and self.sync.wait_connected(0)),
-                         "resync_needed": bool(self.sync and self.sync.resync_needed)}
+                            "next_expiry": self.cache.next_expiry(),
+                            "threshold": round(self.matcher.threshold, 4)}
+        link = self.link
+        out["broker"] = {"enabled": link is not None,
+                         "connected": link is not None and link.wait_connected(0),
+                         "resync_needed": link is not None and link.resync_needed}
         # Without the link nothing is ever queued: entries stay in the local log only.
-        out["outbox"] = self.sync.db.depth() if self.sync is not None else 0
+        out["outbox"] = link.outbox_depth() if link is not None else 0
         if rt is not None:
             s = rt.stats
             lat = sorted(s.latencies_ms[-100:])
@@ -285,19 +267,19 @@ class GateService:
         return out
 
     def _resync(self) -> dict[str, Any]:
-        if self.sync is None:
+        if self.link is None:
             raise ValueError("sync is disabled in the config ([sync] enabled = false)")
-        self.sync.resync_needed = True
-        self.sync.publish_status()
+        self.link.resync_needed = True
+        self.link.publish_status()
         log.warning("sync: full resync requested by a technician")
-        return {"requested": True, "connected": bool(self.sync.wait_connected(0))}
+        return {"requested": True, "connected": self.link.wait_connected(0)}
 
     def _wipe(self) -> dict[str, Any]:
-        assert self.store is not None
-        self.store.wipe()
-        if self.sync is not None:
-            self.sync.resync_needed = True
-            self.sync.publish_status()
+        assert self.cache is not None
+        self.cache.wipe()
+        if self.link is not None:
+            self.link.resync_needed = True
+            self.link.publish_status()
         log.warning("cache: crypto-erased by a technician; resync needed")
         return {"erased": True}
 
@@ -310,14 +292,17 @@ class GateService:
             steps.append(self.runtime.close)
         if self.control is not None:
             steps.append(self.control.stop)
-        if self.sync is not None:
-            steps += [lambda: self.sync.flush(wait=False), self.sync.stop, self.sync.db.close]
-        elif isinstance(self.entries, LocalEntries):
-            steps.append(self.entries.db.close)
+        if self.link is not None:
+            link = self.link
+            steps += [lambda: link.flush(wait=False), link.stop, link.close]
+        if self.local is not None:
+            steps.append(self.local.close)
         if self.io is not None:
             steps.append(self.io.close)
-        if self.store is not None:
-            steps.append(self.store.close)
+        if self.matcher is not None:
+            steps.append(self.matcher.wipe)
+        if self.cache is not None:
+            steps.append(self.cache.close)
         if self.pipeline is not None:
             steps.append(self.pipeline.wipe)
         for step in steps:
@@ -332,8 +317,6 @@ def main(config_path: Path | None, *, pin_factory: Any = None) -> int:
 
     ``pin_factory``: gpiozero's factory to use instead of the configured one (tests).
     """
-    from gate.service.logs import setup
-
     notifier = Notifier()
     setup("info")
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import resource
 from dataclasses import dataclass
 
@@ -85,8 +86,6 @@ def lock_memory() -> tuple[bool, str]:
     # committed up front.
     if libc.mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0:
         err = ctypes.get_errno()
-        import os
-
         return False, f"mlockall failed ({os.strerror(err)}); run this gate without swap"
     return True, "memory locked (mlockall)"
 

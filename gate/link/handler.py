@@ -1,0 +1,241 @@
+"""What central's messages mean to the gate: verified, then applied to the template cache.
+
+The transport hands over raw topics and payloads; this handler parses the topic, opens
+the envelope (Ed25519 against central's pinned keys, kept in :mod:`gate.link.state`),
+refuses anything not newer than the last sequence number of its stream, and applies it:
+upserts and snapshot chunks (opened with the gate's X25519 key) to the cache,
+revocations to the cache with a signed deletion receipt each, commands. Other gates'
+entry events (verified with their pinned keys) go to the entry log for anti-passback.
+Every refusal is one log line (never the payload) and a counter in the retained status.
+
+No transport is imported here: the same handler serves whatever carries the messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from gate.errors import CacheError, TemplateError
+from gate.link.state import SyncState
+from gate.match.cache import TemplateCache
+from sync import messages, payloads, schemas
+from sync.errors import ProtocolError
+from sync.seal import open_sealed
+from sync.templates import RECORD, TOMBSTONE
+
+log = logging.getLogger("gate.link")
+
+#: ``queue(kind, message type, body)``: sign and queue a message in the outbox.
+Queue = Callable[[str, str, dict[str, Any]], str]
+
+
+@dataclass
+class _Snapshot:
+    manifest: schemas.SnapshotManifest
+    parts: dict[int, bytearray] = field(default_factory=dict)
+
+    def wipe(self) -> None:
+        for part in self.parts.values():
+            np.frombuffer(part, np.uint8).fill(0)
+        self.parts.clear()
+
+
+class MessageHandler:
+    """Applies central's messages to one gate's cache; see the module docstring.
+
+    ``queue`` signs and queues the receipts; ``changed`` is called after every message
+    handled or refused (the link republishes its status then).
+    """
+
+    def __init__(self, *, venue: str, gate: str, cache: TemplateCache, state: SyncState,
+                 seal_key: X25519PrivateKey, peer_keys: dict[str, str], queue: Queue,
+                 changed: Callable[[], None]) -> None:
+        self.venue, self.gate = venue, gate
+        self.cache, self.state = cache, state
+        self._seal = seal_key
+        self._peers = {g: messages.public_key(k) for g, k in peer_keys.items()}
+        self._queue = queue
+        self._changed = changed
+        self.rejected: Counter[str] = Counter()
+        self.duplicates = 0
+        self.resync_needed = not cache.valid
+        self._snapshot: _Snapshot | None = None
+        self._lock = threading.RLock()
+
+    def _keys(self) -> dict[str, Ed25519PublicKey]:
+        return {k: messages.public_key(v) for k, v in self.state.central_keys().items()}
+
+    def message(self, topic: str, payload: bytes) -> None:
+        """One message as received: central's are applied, peers' events recorded."""
+        try:
+            venue, gate, kind = messages.parse_topic(topic)
+            if kind == "events":
+                if gate != self.gate:
+                    self._peer_event(topic, payload)
+                return
+            if venue != self.venue or gate != self.gate or kind not in messages.CENTRAL_KINDS:
+                raise ProtocolError("not a topic for this gate")
+            env = messages.open_envelope(topic, payload, self._keys())
+            self.handle(env)
+        except ProtocolError as exc:
+            self.reject(str(exc))
+        except (TemplateError, CacheError) as exc:
+            self.reject(f"refused by the template store: {exc}")
+
+    def reject(self, reason: str) -> None:
+        """Count and log a refused message (central sees the count in the status)."""
+        key = reason.split(":", maxsplit=1)[0][:60]
+        self.rejected[key] += 1
+        log.warning("sync: message refused: %s", reason)
+        self._changed()
+
+    def handle(self, env: messages.Envelope) -> None:
+        """Apply one verified central message (seq checked here, per stream)."""
+        stream = f"in:{env.kind}"
+        last = self.state.last_seq(stream)
+        if env.seq <= last:
+            self.duplicates += 1
+            log.info("sync: stale or repeated %s seq %d (last %d) ignored", env.kind,
+                     env.seq, last)
+            return
+        if env.seq > last + 1 and last >= 0 and env.kind != "commands":
+            self.resync_needed = True  # something was missed: central must send a snapshot
+        if env.kind == "revocations":
+            self._revocations(env)
+        elif env.kind == "templates":
+            self._templates(env)
+        else:
+            self._command(env)
+        self.state.set_seq(stream, env.seq)
+        self._changed()
+
+    def connection_restored(self) -> None:
+        """The link came back: a snapshot cut off mid-way may never be completed."""
+        if self._snapshot is not None:
+            # Ask for it again; if it does complete meanwhile, installing it clears this.
+            self.resync_needed = True
+
+    def wipe(self) -> None:
+        """Zero a snapshot still being received."""
+        with self._lock:
+            if self._snapshot:
+                self._snapshot.wipe()
+
+    # --- central's message types ----------------------------------------------------------
+
+    def _revocations(self, env: messages.Envelope) -> None:
+        items = schemas.revoke_items(env.body)
+        for r in self.cache.revoke_many([(i.attendee, i.seq, i.valid_until) for i in items]):
+            self._queue("receipts", "receipt", schemas.deletion_receipt(
+                attendee=r.attendee, seq=r.seq, deleted=r.applied,
+                applied_at_ms=int(r.applied_at * 1000), cache_version=r.cache_version))
+
+    def _templates(self, env: messages.Envelope) -> None:
+        if env.type == "upsert":
+            plain = open_sealed(schemas.upsert_sealed(env.body), self._seal, topic=env.topic,
+                                seq=env.seq, gate=self.gate)
+            try:
+                enrolments, tombs = payloads.decode(plain, model=self.cache.model)
+                if tombs:
+                    raise ProtocolError("upsert: tombstones belong in revocations")
+                applied, stale = self.cache.upsert(enrolments)
+            finally:
+                np.frombuffer(plain, np.uint8).fill(0)
+            self._applied(env, applied, stale)
+        elif env.type == "snapshot_begin":
+            manifest = schemas.snapshot_begin(env.body)
+            with self._lock:
+                if self._snapshot:
+                    self._snapshot.wipe()
+                self._snapshot = _Snapshot(manifest)
+        else:
+            self._snapshot_chunk(env)
+
+    def _applied(self, env: messages.Envelope, applied: int, stale: int) -> None:
+        self._queue("receipts", "receipt", schemas.applied_receipt(
+            stream=env.kind, seq=env.seq, applied=applied, stale=stale,
+            cache_version=self.cache.version))
+
+    def _snapshot_chunk(self, env: messages.Envelope) -> None:
+        chunk = schemas.snapshot_chunk(env.body)
+        snap = self._snapshot
+        if snap is None or chunk.snapshot != snap.manifest.snapshot:
+            self.resync_needed = True
+            raise ProtocolError("snapshot_chunk: no matching snapshot in progress")
+        index = chunk.index
+        if not isinstance(index, int) or isinstance(index, bool) or \
+                not 0 <= index < snap.manifest.chunks:
+            raise ProtocolError("snapshot_chunk: bad index")
+        snap.parts[index] = open_sealed(chunk.sealed, self._seal, topic=env.topic,
+                                        seq=env.seq, gate=self.gate)
+        if len(snap.parts) == snap.manifest.chunks:
+            self._snapshot = None
+            try:
+                self._install(snap)
+            finally:
+                snap.wipe()
+            self._applied(env, snap.manifest.records, 0)
+
+    def _install(self, snap: _Snapshot) -> None:
+        """Verify the whole snapshot against its signed manifest, then swap it in."""
+        m = snap.manifest
+        digest = hashlib.sha256()
+        for i in range(m.chunks):
+            digest.update(snap.parts[i])
+        if digest.hexdigest() != m.sha256:
+            self.resync_needed = True
+            raise ProtocolError("snapshot: contents do not match the signed manifest")
+        # Views of the decrypted chunks, copied once into the arrays the cache takes;
+        # each chunk is wiped and released as soon as it has been copied.
+        model = self.cache.model
+        views = [payloads.decode_arrays(snap.parts[i], model=model) for i in range(m.chunks)]
+        rec = np.concatenate([r for r, _, _ in views]) if views else np.zeros(0, RECORD)
+        tmb = np.concatenate([t for _, _, t in views]) if views else np.zeros(0, TOMBSTONE)
+        if rec.size != m.records or tmb.size != m.tombstones:
+            self.resync_needed = True
+            raise ProtocolError("snapshot: counts do not match the manifest")
+        rows = [v for _, v, _ in views]
+        del views
+        vec = np.empty((sum(v.shape[0] for v in rows), model.dim), np.float32)
+        at = 0
+        for i in range(len(rows)):
+            vec[at:at + rows[i].shape[0]] = rows[i]
+            at += rows[i].shape[0]
+            rows[i] = vec[:0]  # drop the view so the chunk's memory can go
+            np.frombuffer(snap.parts.pop(i), np.uint8).fill(0)
+        try:
+            self.cache.replace_arrays(rec, vec, tmb, adopt=True)  # vec becomes the matrix
+        except BaseException:
+            vec.fill(0)
+            raise
+        self.resync_needed = False
+        log.info("sync: snapshot applied, %d attendees", rec.size)
+
+    def _command(self, env: messages.Envelope) -> None:
+        cmd = schemas.command(env.body)
+        if cmd.name == "resync":
+            self.resync_needed = True
+        elif cmd.name == "purge":
+            self.cache.purge_expired()
+        else:  # rotate_signing_key (checked by the schema)
+            kid, pub = str(cmd.args["kid"]), str(cmd.args["public_key"])
+            self.state.replace_central_keys({kid: pub})
+            log.warning("sync: central signing key rotated (now %s)", kid)
+
+    def _peer_event(self, topic: str, payload: bytes) -> None:
+        """Another gate's entry at this venue, for anti-passback (verified with its key)."""
+        _, gate, _ = messages.parse_topic(topic)
+        key = self._peers.get(gate)
+        env = messages.open_envelope(topic, payload, {gate: key} if key else {})
+        e = schemas.entry_event(env.body, gate, what="peer event")
+        self.state.record_entry(e.event_id, e.attendee, gate, e.at_ms)

@@ -1,0 +1,25 @@
+"""The protocol's exception tree.
+
+The protocol is a library of its own (the firmware and the reference central both build
+on it), so it raises its own exceptions rather than the firmware's. Each also derives
+from the built-in it is closest to, so callers may catch either. Messages are one line
+and never quote a payload, a key or an attendee id.
+"""
+
+from __future__ import annotations
+
+
+class SyncError(Exception):
+    """Base of every error the protocol raises on purpose."""
+
+
+class ProtocolError(SyncError, ValueError):
+    """An MQTT message is malformed, unsigned, stale or not meant for its receiver.
+
+    Receivers drop the message (one log line without its content, a counter in status);
+    nothing they hold is touched.
+    """
+
+
+class TemplateKeyError(SyncError, ValueError):
+    """A template-protection key or protection secret has the wrong size."""
