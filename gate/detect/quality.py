@@ -80,7 +80,7 @@ class QualityLimits:
     max_clipped_fraction: float = 0.6
     max_outside_fraction: float = 0.05
     # Off by default: on faces94 the check (at 0.3) refused 7.4 % of clean faces with
-    # shadowed eye sockets or hair near the brows. See the README before enabling it.
+    # shadowed eye sockets or hair near the brows. See docs/architecture.md before enabling it.
     min_eye_visibility: float = 0.0
     min_presence: float = 0.5
     sizeable_face_ratio: float = 0.6

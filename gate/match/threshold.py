@@ -82,7 +82,7 @@ class Calibration:
 
     def table(self, fpirs: Sequence[float] = (1e-1, 1e-2, 1e-3),
               sizes: Sequence[int] = (100, 1000, 10_000, 100_000)) -> list[dict[str, Any]]:
-        """Rows of the README's threshold table."""
+        """Rows of the threshold table (docs/measurements.md)."""
         rows: list[dict[str, Any]] = []
         for fpir in fpirs:
             for n in sizes:

@@ -5,7 +5,7 @@
 * ``cache-key`` — 32 random bytes: wraps the template cache's data key;
 * ``sign-key`` — Ed25519 private key (raw 32 bytes): signs entry events and receipts;
 * ``seal-key`` — X25519 private key (raw 32 bytes): opens templates sealed to this gate;
-* ``mqtt-key.pem`` — the TLS client key (EC P-256, PKCS#8 PEM, as :mod:`sync.pki` makes);
+* ``mqtt-key.pem`` — the TLS client key (EC P-256, PKCS#8 PEM, as :mod:`central.pki` makes);
 * ``gate.csr`` — a certificate request for that key, CN = gate id, O = venue.
 
 Central gets only public things: the CSR, the two public keys and a proof (``GateKeys``):

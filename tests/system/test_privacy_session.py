@@ -18,11 +18,11 @@ import pytest
 from gate.images import load_image
 from gate.sim.lane import at_lane_distance, compose
 from sync import messages
-from tests.support import PORTRAITS, ROOT
+from tests.support import DIM, PORTRAITS, ROOT
 
 
-def unit_vectors(data: bytes, dim: int = 192) -> int:
-    """How many 192-float, unit-length vectors (any alignment) ``data`` contains: what
+def unit_vectors(data: bytes, dim: int = DIM) -> int:
+    """How many ``dim``-float, unit-length vectors (any alignment) ``data`` contains: what
     an embedding or a template looks like in memory. Ciphertext and text never do."""
     found = 0
     for offset in range(4):

@@ -34,7 +34,7 @@ from sync import messages, payloads
 from sync.seal import seal
 from sync.templates import Enrolment
 from tests import broker as tb
-from tests.support import DAY, ROOT, unit
+from tests.support import DAY, DIM, ROOT, unit
 
 VENUE, EVENT, GATES = "arena", "final", ("lane-1", "lane-2")
 
@@ -93,7 +93,7 @@ def venue(tmp_path_factory):
 
 
 RNG = np.random.default_rng(3)
-FACES = {f"att-{i:03d}": unit(RNG.standard_normal(192)) for i in range(30)}
+FACES = {f"att-{i:03d}": unit(RNG.standard_normal(DIM)) for i in range(30)}
 
 
 def until() -> int:

@@ -32,10 +32,6 @@ SECRET = "secret-attendee"  # every id in these tests contains it; no output may
 RNG = np.random.default_rng(5)
 
 
-def unit(k: int) -> np.ndarray:
-    return random_unit(RNG, k)
-
-
 @pytest.fixture
 def conf(tmp_path) -> Path:
     """A config file with key files (0600), a state dir and a control socket nobody
@@ -79,7 +75,7 @@ def state(conf) -> Path:
     journal entry."""
     cache = _store(conf).cache
     now = int(time.time())
-    cache.upsert([Enrolment(f"{SECRET}-{i}", 1, now + (i + 2) * DAY, unit(1 + i % 3))
+    cache.upsert([Enrolment(f"{SECRET}-{i}", 1, now + (i + 2) * DAY, random_unit(RNG, 1 + i % 3))
                   for i in range(6)])
     cache.revoke(f"{SECRET}-0", 2)
     cache.close()
@@ -171,8 +167,8 @@ def test_info_reads_without_the_repairs_a_load_would_make(conf, tmp_path, capsys
     purges the other (writing), ``cache info`` reports both and leaves every byte."""
     past = time.time() - 10 * DAY
     cache = _store(conf, clock=lambda: past).cache
-    cache.upsert([Enrolment(f"{SECRET}-old", 1, int(past) + DAY, unit(2))])
-    cache.upsert([Enrolment(f"{SECRET}-new", 1, int(time.time()) + 30 * DAY, unit(1))])
+    cache.upsert([Enrolment(f"{SECRET}-old", 1, int(past) + DAY, random_unit(RNG, 2))])
+    cache.upsert([Enrolment(f"{SECRET}-new", 1, int(time.time()) + 30 * DAY, random_unit(RNG, 1))])
     cache.close()
     directory = tmp_path / "state"
     with open(directory / JOURNAL_FILE, "ab") as f:
