@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -90,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _run(args)
-    except (CentralError, SyncError, OSError, ValueError, ConnectionError) as exc:
+    except (CentralError, SyncError, OSError, ValueError, ConnectionError,
+            sqlite3.Error) as exc:
         print(f"central: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
               file=sys.stderr)
         return 1

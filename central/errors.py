@@ -27,3 +27,13 @@ class EnrolmentError(CentralError, ValueError):
 
 class BrokerError(CentralError, RuntimeError):
     """Mosquitto did not start, or a client could not connect, subscribe or publish."""
+
+
+class DataKeyError(CentralError, ValueError):
+    """The central data key (``central-db-key``) is missing, malformed, in a key file open
+    to others or owned by someone else, or not the key central.db was written under."""
+
+
+class StoreError(CentralError, ValueError):
+    """central.db holds something central cannot use: a template blob that does not
+    decrypt (tampered with or moved), or a database from before encryption at rest."""

@@ -9,8 +9,14 @@ or to systemd: the output is plain files, private ones 0600 in 0700 directories.
 Trust model. The broker accepts only TLS clients holding a certificate of the venue's CA
 and takes the certificate's CN as the MQTT username (``use_identity_as_username``), so
 the ACL file is keyed by gate id and nobody can claim another gate's topics with a
-password. Signing (Ed25519) and sealing (X25519) keys are separate from the TLS keys: TLS
-protects the link to the broker, the application keys protect messages end to end.
+password; the CN is the client id as well (``use_username_as_clientid``), so a client
+cannot take another gate's id, which would disconnect that gate and end its session. One
+certificate therefore holds one connection at a time: a second one with the same
+certificate replaces the first. Signing (Ed25519) and sealing (X25519) keys are separate
+from the TLS keys: TLS protects the link to the broker, the application keys protect
+messages end to end. Central's own secrets: ``sign.key``, ``protection.secret`` (the
+event's template transform) and ``db.key``, the data key of central.db
+(:mod:`central.atrest`).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from central import atrest
 from central.errors import EnrolmentError, VenueExistsError, VenueNameError
 from sync.enrolment import enrolment_message
 from sync.protect import event_key
@@ -161,6 +168,10 @@ def _conf_text(venue_dir: Path, port: int, host: str, user: str | None) -> str:
         f"keyfile {d / 'broker' / 'broker.key'}",
         "require_certificate true",
         "use_identity_as_username true",
+        # The client id is the certificate's CN too: a client cannot take another's id
+        # (Mosquitto disconnects the older of two connections with one id, so a stolen id
+        # would kick that gate off the broker and lose what was sent to it meanwhile).
+        "use_username_as_clientid true",
         "tls_version tlsv1.2",  # the minimum since Mosquitto 2.0; 1.3 is negotiated too
     ]
     return "\n".join(lines) + "\n"
@@ -173,7 +184,8 @@ def _acl_text(venue: str, gates: Sequence[str]) -> str:
              "user central", f"topic readwrite {base}/#"]
     for g in gates:
         lines += ["", f"user {g}"]
-        lines += [f"topic read {base}/{g}/{t}" for t in ("templates", "revocations", "commands")]
+        lines += [f"topic read {base}/{g}/{t}"
+                  for t in ("templates", "revocations", "commands", "head")]
         lines += [f"topic write {base}/{g}/{t}" for t in ("events", "receipts", "status")]
         lines.append(f"topic read {base}/+/events")
     return "\n".join(lines) + "\n"
@@ -266,6 +278,7 @@ def _build(d: Path, final: Path, *, venue: str, event: str, gates: list[str], ho
     _write(d / "central" / "sign.key", central_sign.private_bytes(*_RAW))
     secret = secrets.token_bytes(32)
     _write(d / "central" / "protection.secret", secret)
+    _write(d / "central" / atrest.KEY_FILE, atrest.new_key())
     template_key = event_key(secret, venue, event)
 
     facts: dict[str, Any] = {
@@ -308,6 +321,11 @@ def instructions(out: Path) -> str:
         f"  in that copy: paths -> {etc}/, delete the two persistence lines (Debian's",
         "  mosquitto.conf sets them and Mosquitto refuses duplicates); restart mosquitto.",
         f"Central server: {out}/central/* and ca/ca.crt, 0600, readable by central only.",
+        "  In production the data key is a credential: systemd-creds encrypt",
+        f"  --name={atrest.KEY_NAME} central/db.key /etc/credstore.encrypted/{atrest.KEY_NAME},",
+        f"  LoadCredentialEncrypted={atrest.KEY_NAME} in central's unit, then shred db.key.",
+        "  protection.secret (it derives every gate's template key) belongs in a credential",
+        "  too on a production central; this reference reads it from the file.",
         f"Each gate ({', '.join(facts['gates'])}): gates/<gate>/ca.crt and client.crt ->",
         "  /etc/gate/; each file of gates/<gate>/credentials/, on that gate:",
         "  systemd-creds encrypt --name=<file> <file> /etc/credstore.encrypted/<file>,",

@@ -4,32 +4,50 @@ A TOML file maps onto frozen dataclasses. Unknown keys are rejected, every value
 type- and range-checked, and cross-field rules are checked without I/O; the first
 problem raises :class:`~gate.errors.ConfigError` naming the key path
 (``quality.max_yaw_deg: must be ≤ 90, got 200``); :func:`check` lists every problem of
-a file instead, and :func:`load_for_service` adds what a real lane requires. An invalid
-config leaves the gate closed. Secrets never live here: they come from systemd credentials.
+a file instead, and :func:`load_for_service` adds what a real lane requires (with one
+``os.stat`` of each path the service creates). An invalid config leaves the gate closed.
+Secrets never live here: they come from systemd credentials.
 
-Field bounds are declared next to each field with :func:`option`.
+Field bounds are declared next to each field with :func:`option`; reading the file (a
+regular file of at most 1 MiB, opened once) and checking values is
+:mod:`gate.configcheck`'s machinery.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
-import re
+import stat
 import sys
-import tomllib
-import types
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
 from gate.camera import CAMERAS, Mode
+from gate.configcheck import (
+    MAX_CONFIG_BYTES,
+    build,
+    existing_problem,
+    in_system_tree,
+    involves_bad,
+    map_fields,
+    option,
+    read_toml,
+    resolve,
+    socket_path_problem,
+)
 from gate.detect.detectors import DETECTORS
 from gate.detect.quality import QualityLimits
 from gate.errors import ConfigError
 from gate.inference import BACKENDS
 from gate.match.embedders import EMBEDDERS
+from gate.match.threshold import CALIBRATIONS
+
+__all__ = ["KEY_PIN", "MAX_CONFIG_BYTES", "NAME", "CacheConfig", "CameraConfig", "Config",
+           "DetectConfig", "EmbedConfig", "GateConfig", "GpioConfig", "LaneConfig",
+           "MatchConfig", "ModelsConfig", "QualityConfig", "ServiceConfig", "SyncConfig",
+           "calibrated_range", "check", "from_dict", "load", "load_for_service", "option",
+           "read_file", "validate"]
 
 #: Where ``make models`` puts the model files in a source checkout.
 _CHECKOUT = Path(__file__).resolve().parent.parent
@@ -38,14 +56,6 @@ _CHECKOUT = Path(__file__).resolve().parent.parent
 _IN_CHECKOUT = (_CHECKOUT / "pyproject.toml").is_file()
 _CHECKOUT_MODELS = _CHECKOUT / "models" if _IN_CHECKOUT else \
     Path(sys.prefix).parent / "models"
-
-
-def option(default: Any, *, lo: float | None = None, hi: float | None = None,
-           choices: tuple[Any, ...] | None = None, pattern: str | None = None,
-           doc: str = "") -> Any:
-    """A config field with bounds (inclusive), allowed values or a full-match pattern."""
-    return field(default=default, metadata={"lo": lo, "hi": hi, "choices": choices,
-                                            "pattern": pattern, "doc": doc})
 
 
 #: Names that end up in topics, file headers and logs: short and plain.
@@ -275,89 +285,6 @@ class Config:
         return Path(self.models.dir)
 
 
-def _type_name(tp: Any) -> str:
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
-        tp, getattr(tp, "__name__", str(tp)))
-
-
-def _check_value(path: str, value: Any, tp: Any, meta: Any) -> Any:
-    origin = get_origin(tp)
-    if origin is tuple:  # tuple[str, ...]: a TOML array of strings
-        if not isinstance(value, list):
-            raise ConfigError(path, f"must be a list of strings, got {value!r}")
-        item_meta = {"pattern": meta.get("pattern")}
-        return tuple(_check_value(f"{path}[{k}]", v, str, item_meta)
-                     for k, v in enumerate(value))
-    if origin in (Union, types.UnionType):
-        options = [a for a in get_args(tp) if a is not type(None)]
-        if value is None and len(options) < len(get_args(tp)):
-            return None
-        tp = options[0]
-    # bool is an int in Python; a config that says `threads = true` is a mistake.
-    ok = (isinstance(value, bool) if tp is bool else
-          isinstance(value, int) and not isinstance(value, bool) if tp is int else
-          isinstance(value, int | float) and not isinstance(value, bool) if tp is float else
-          isinstance(value, str) if tp is str else False)
-    if not ok:
-        raise ConfigError(path, f"must be {_type_name(tp)}, got {value!r}")
-    if tp is float:
-        value = float(value)
-        if not math.isfinite(value):
-            raise ConfigError(path, f"must be a finite number, got {value!r}")
-    lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices")
-    pattern = meta.get("pattern")
-    if pattern is not None and not re.fullmatch(pattern, value):
-        raise ConfigError(path, f"must match {pattern}, got {value!r}")
-    if choices is not None and value not in choices:
-        allowed = ", ".join(repr(c) for c in choices)
-        raise ConfigError(path, f"must be one of {allowed}, got {value!r}")
-    if lo is not None and value < lo:
-        raise ConfigError(path, f"must be ≥ {lo:g}, got {value!r}")
-    if hi is not None and value > hi:
-        raise ConfigError(path, f"must be ≤ {hi:g}, got {value!r}")
-    return value
-
-
-def _build(cls: type[Any], table: Any, path: str, errors: list[ConfigError]) -> Any:
-    """The dataclass ``cls`` from ``table``; every problem is appended to ``errors`` and
-    the offending key keeps its default, so one pass finds them all."""
-    if not isinstance(table, dict):
-        errors.append(ConfigError(path, f"must be a table, got {table!r}"))
-        return cls()
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for name in sorted(set(table) - set(fields)):
-        where = f"{path}.{name}" if path else name
-        errors.append(ConfigError(where, f"unknown key (known: {', '.join(sorted(fields))})"))
-    values = {}
-    for name, value in table.items():
-        if name not in fields:
-            continue
-        key = f"{path}.{name}" if path else name
-        tp = hints[name]
-        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-            values[name] = _build(tp, value, key, errors)
-            continue
-        meta = dict(fields[name].metadata)
-        if cls is QualityConfig and name in _QUALITY_BOUNDS:
-            meta["lo"], meta["hi"] = _QUALITY_BOUNDS[name]
-        try:
-            values[name] = _check_value(key, value, tp, meta)
-        except ConfigError as exc:
-            errors.append(exc)
-    return cls(**values)
-
-
-def _involves_bad(keys: tuple[str, ...], bad: Collection[str]) -> bool:
-    """True when a key (or a table holding it) already failed: a cross-field rule would
-    compare against a stand-in default and report nonsense."""
-    for key in keys:
-        parts = key.split(".")
-        if any(".".join(parts[:n]) in bad for n in range(1, len(parts) + 1)):
-            return True
-    return False
-
-
 _PINS = ("presence_pin", "passage_pin", "relay_pin", "emergency_pin", "green_pin", "red_pin",
          "amber_pin", "buzzer_pin")
 
@@ -366,30 +293,91 @@ def _cross_checks(cfg: Config, bad: Collection[str] = ()) -> list[ConfigError]:
     """Rules between fields (no I/O); keys that already failed are left out."""
     out: list[ConfigError] = []
     q = cfg.quality
-    if not _involves_bad(("quality.min_brightness", "quality.max_brightness"), bad) and \
+    if not involves_bad(("quality.min_brightness", "quality.max_brightness"), bad) and \
             q.min_brightness >= q.max_brightness:
         out.append(ConfigError("quality.min_brightness", "must be below quality.max_brightness"))
-    if not _involves_bad(("lane.k", "lane.n"), bad) and cfg.lane.k > cfg.lane.n:
+    if not involves_bad(("lane.k", "lane.n"), bad) and cfg.lane.k > cfg.lane.n:
         out.append(ConfigError("lane.k", f"must not exceed lane.n ({cfg.lane.n})"))
     used: dict[int, str] = {}
     for name in _PINS:
         key = f"gpio.{name}"
         pin = getattr(cfg.gpio, name)
-        if not pin or _involves_bad((key,), bad):
+        if not pin or involves_bad((key,), bad):
             continue
         if pin in used:
             out.append(ConfigError(key, f"pin {pin} is already used by {used[pin]} (two "
                                         "devices cannot share one pin)"))
         else:
             used[pin] = key
-    if cfg.sync.enabled and not _involves_bad(("sync.enabled",), bad):
-        if not cfg.sync.central_keys and not _involves_bad(("sync.central_keys",), bad):
+    if cfg.sync.enabled and not involves_bad(("sync.enabled",), bad):
+        if not cfg.sync.central_keys and not involves_bad(("sync.central_keys",), bad):
             out.append(ConfigError("sync.central_keys", "at least one central key must be "
                                                         "pinned"))
         if (not cfg.sync.ca_file or not cfg.sync.cert_file) and \
-                not _involves_bad(("sync.ca_file", "sync.cert_file"), bad):
+                not involves_bad(("sync.ca_file", "sync.cert_file"), bad):
             out.append(ConfigError("sync.ca_file", "TLS needs ca_file and cert_file"))
     return out
+
+
+def calibrated_range(embedder: str) -> tuple[float, float]:
+    """The lowest and highest cosine threshold measured by the calibration of the
+    ``[models] embedder`` named (:data:`gate.match.threshold.CALIBRATIONS`): at the lowest,
+    about 10 % of impostor pairs of the calibration set already match."""
+    scores = [score for score, _ in CALIBRATIONS[EMBEDDERS[embedder].calibration].points]
+    return min(scores), max(scores)
+
+
+def _match_rules(cfg: Config, bad: Collection[str]) -> list[ConfigError]:
+    """A fixed threshold inside the calibrated range and below 1; a margin that a match
+    can still clear."""
+    out: list[ConfigError] = []
+    m = cfg.match
+    if m.threshold and not involves_bad(("match.threshold", "models.embedder"), bad):
+        lo, hi = calibrated_range(cfg.models.embedder)
+        if m.threshold < lo:
+            out.append(ConfigError("match.threshold", (
+                f"{m.threshold:g} is below the calibrated range {lo:g}–{hi:g} of the "
+                f"{cfg.models.embedder!r} embedder (at {lo:g} about 10 % of strangers "
+                f"already match): set at least {lo:g}, or 0 to use the calibration table")))
+        elif m.threshold >= 1:
+            out.append(ConfigError("match.threshold", (
+                f"must be below 1, got {m.threshold:g}: only identical embeddings score 1, "
+                f"so nobody would be accepted (calibrated range {lo:g}–{hi:g})")))
+    if m.margin >= 1 and not involves_bad(("match.margin",), bad):
+        out.append(ConfigError("match.margin", (
+            f"must be below 1, got {m.margin:g}: the runner-up of any real gallery scores "
+            "0 or more and no score exceeds 1, so nobody would be accepted")))
+    return out
+
+
+def _path_rules(cfg: Config, bad: Collection[str]) -> list[ConfigError]:
+    """What the gate creates must be creatable, judged from the spelling alone."""
+    out: list[ConfigError] = []
+    for key, value, what in (("cache.dir", cfg.cache.dir, "the template cache"),
+                             ("service.control_socket", cfg.service.control_socket,
+                              "the control socket")):
+        if involves_bad((key,), bad):
+            continue
+        if not value:
+            out.append(ConfigError(key, "must not be empty"))
+            continue
+        tree = in_system_tree(value)
+        if tree is not None:
+            out.append(ConfigError(key, f"{value!r} is under {tree}, a kernel file system: "
+                                        f"{what} needs real storage (e.g. /var/lib/gate or "
+                                        "/run/gate)"))
+            continue
+        if key == "service.control_socket":
+            problem = socket_path_problem(value)
+            if problem is not None:
+                out.append(ConfigError(key, problem))
+    return out
+
+
+#: Keys that name files or folders: relative ones resolve against the config's folder.
+_PATHS = ("models.dir", "service.control_socket", "cache.dir", "cache.key_file",
+          "cache.template_key_file", "sync.ca_file", "sync.cert_file", "sync.key_file",
+          "sync.sign_key_file", "sync.seal_key_file")
 
 
 def validate(data: dict[str, Any], *, base_dir: Path | None = None
@@ -400,23 +388,11 @@ def validate(data: dict[str, Any], *, base_dir: Path | None = None
     the list is empty) and the errors. Relative paths resolve against ``base_dir``.
     """
     errors: list[ConfigError] = []
-    cfg: Config = _build(Config, data, "", errors)
+    cfg: Config = build(Config, data, "", errors, {QualityConfig: _QUALITY_BOUNDS})
     if base_dir is not None:
-        def resolve(p: str) -> str:
-            return p if not p or Path(p).is_absolute() else str((base_dir / p).resolve())
-        cfg = dataclasses.replace(
-            cfg, models=dataclasses.replace(cfg.models, dir=resolve(cfg.models.dir)),
-            service=dataclasses.replace(cfg.service,
-                                        control_socket=resolve(cfg.service.control_socket)),
-            cache=dataclasses.replace(cfg.cache, dir=resolve(cfg.cache.dir),
-                                      key_file=resolve(cfg.cache.key_file),
-                                      template_key_file=resolve(cfg.cache.template_key_file)),
-            sync=dataclasses.replace(cfg.sync, ca_file=resolve(cfg.sync.ca_file),
-                                     cert_file=resolve(cfg.sync.cert_file),
-                                     key_file=resolve(cfg.sync.key_file),
-                                     sign_key_file=resolve(cfg.sync.sign_key_file),
-                                     seal_key_file=resolve(cfg.sync.seal_key_file)))
-    errors += _cross_checks(cfg, {e.path for e in errors})
+        cfg = map_fields(cfg, _PATHS, lambda p: resolve(p, base_dir))
+    bad = {e.path for e in errors}
+    errors += _cross_checks(cfg, bad) + _match_rules(cfg, bad) + _path_rules(cfg, bad)
     return cfg, errors
 
 
@@ -432,19 +408,10 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
 
 
 def read_file(path: Path) -> dict[str, Any]:
-    """The parsed TOML document of a config file; one-line ConfigError if it is unreadable,
-    not UTF-8 or not TOML."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("", f"{path}: cannot read config ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise ConfigError("", f"{path}: not UTF-8 text") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("", f"{path}: not valid TOML ({exc})") from None
+    """The parsed TOML document of a config file; one-line ConfigError if it is not a
+    regular file (links are followed, and what they point to is checked), is over
+    :data:`~gate.configcheck.MAX_CONFIG_BYTES`, unreadable, not UTF-8 or not TOML."""
+    return read_toml(Path(path))
 
 
 #: What a real lane must say about itself rather than inherit from the defaults.
@@ -460,12 +427,33 @@ def _service_rules(data: dict[str, Any], cfg: Config, bad: set[str]) -> list[Con
         if not isinstance(gate, dict) or name not in gate:
             out.append(ConfigError(f"gate.{name}", f"missing ({why}); set it in [gate]"))
     if cfg.cache.allow_ephemeral_keys and cfg.gpio.backend != "mock" and \
-            not _involves_bad(("cache.allow_ephemeral_keys", "gpio.backend"), bad):
+            not involves_bad(("cache.allow_ephemeral_keys", "gpio.backend"), bad):
         out.append(ConfigError("cache.allow_ephemeral_keys", (
             f'true with gpio.backend = "{cfg.gpio.backend}": a real lane must not run on '
             "throw-away keys; remove it and provide the cache-key and template-key "
             "credentials")))
+    # The service creates these two: what is already there must be what it creates.
+    for problem in (
+            None if involves_bad(("cache.dir",), bad) else
+            existing_problem("cache.dir", cfg.cache.dir, "a directory", stat.S_ISDIR),
+            None if involves_bad(("service.control_socket",), bad) else
+            existing_problem("service.control_socket", cfg.service.control_socket,
+                      "a socket (the service replaces only a stale socket)", stat.S_ISSOCK)):
+        if problem is not None:
+            out.append(problem)
     return out
+
+
+def _read_and_check(path: Path, *, service: bool) -> tuple[Config | None, list[ConfigError]]:
+    """The file read once, and every problem of it (the config is None if unreadable)."""
+    try:
+        data = read_file(path)
+    except ConfigError as exc:
+        return None, [exc]
+    cfg, errors = validate(data, base_dir=Path(path).parent)
+    if service:
+        errors += _service_rules(data, cfg, {e.path for e in errors})
+    return cfg, errors
 
 
 def check(path: Path, *, service: bool = False) -> list[ConfigError]:
@@ -474,30 +462,25 @@ def check(path: Path, *, service: bool = False) -> list[ConfigError]:
     ``service`` adds what the gate service requires of a real lane (see
     :func:`load_for_service`). A file that cannot be read or parsed is one error.
     """
-    try:
-        data = read_file(path)
-    except ConfigError as exc:
-        return [exc]
-    cfg, errors = validate(data, base_dir=Path(path).parent)
-    if service:
-        errors += _service_rules(data, cfg, {e.path for e in errors})
-    return errors
+    return _read_and_check(path, service=service)[1]
 
 
 def load_for_service(path: Path) -> Config:
     """Load the config of a real lane: the file must exist, set ``[gate] id``, ``venue``
-    and ``event`` itself, and not use throw-away keys on real pins.
+    and ``event`` itself, not use throw-away keys on real pins, and not name an existing
+    file where the service creates its cache directory or control socket.
 
     Raises the first problem as a one-line :class:`ConfigError` that also says how many
     more there are (``gatectl config check --service FILE`` lists them).
     """
-    errors = check(path, service=True)
+    cfg, errors = _read_and_check(path, service=True)
     if errors:
         first = errors[0]
         more = f" (+{len(errors) - 1} more: gatectl config check --service {path})" \
             if len(errors) > 1 else ""
         raise ConfigError(first.path, first.reason + more)
-    return from_dict(read_file(path), base_dir=Path(path).parent)
+    assert cfg is not None
+    return cfg
 
 
 def load(path: Path | None) -> Config:

@@ -58,6 +58,20 @@ class CacheError(GateError, RuntimeError):
     """
 
 
+class StorageError(CacheError):
+    """The cache's files could not be written (disk full, I/O error, read-only).
+
+    Nothing on disk was corrupted by the failed write (a partial journal record is cut
+    back off, a snapshot is written beside the old one): the change waits in RAM and is
+    retried. Raised to a caller only when a change cannot even wait (too many waiting).
+    ``problem`` is the short cause for a status line ("disk full", "I/O error").
+    """
+
+    def __init__(self, message: str, problem: str = "storage error") -> None:
+        super().__init__(message)
+        self.problem = problem
+
+
 class KeyMaterialError(GateError, PermissionError):
     """A key is missing, malformed or stored with unsafe permissions or ownership."""
 
@@ -76,3 +90,10 @@ class ServiceError(GateError, RuntimeError):
 
 class ServiceNotRunningError(ServiceError, ConnectionError):
     """No gate service answers on the control socket."""
+
+
+class StateError(GateError, OSError):
+    """The link's durable state (SQLite) cannot be read or written: disk full, damaged.
+
+    The link keeps what it could not write in RAM, says so in status, and retries.
+    """

@@ -1,4 +1,4 @@
-"""Logging for the service: journald-ready lines, ``key=value`` fields, no personal data.
+"""Logging for the gate: journald-ready lines, ``key=value`` fields, no personal data.
 
 Under systemd, stdout goes to the journal, and a ``<N>`` prefix (sd-daemon(3)) sets each
 line's priority, so ``journalctl -p warning -u gate`` works without a journald library.
@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 #: syslog priorities of Python's levels.
@@ -52,3 +55,34 @@ def setup(level: str = "info", *, journal: bool | None = None,
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
+
+
+class Throttle:
+    """Logs a kind of event at most once per ``interval_s``; the rest are counted.
+
+    A flood of bad messages must not become a flood of log lines: the first of each kind
+    is logged, later ones within the interval only counted, and the next line of that kind
+    says how many were left out. Messages never carry payloads or attendee ids.
+    """
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger, self.interval_s, self.clock = logger, interval_s, clock
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def log(self, level: int, kind: str, message: str, *args: Any) -> bool:
+        """Log ``message`` unless ``kind`` was logged less than ``interval_s`` ago;
+        True when it was logged."""
+        now = self.clock()
+        with self._lock:
+            last = self._last.get(kind)
+            if last is not None and now - last < self.interval_s:
+                self._held[kind] = self._held.get(kind, 0) + 1
+                return False
+            self._last[kind] = now
+            held = self._held.pop(kind, 0)
+        suffix = f" (+{held} more since the last such line)" if held else ""
+        self.logger.log(level, message + suffix, *args)
+        return True

@@ -4,6 +4,11 @@ Every buffer that holds pixels or an embedding is allocated once, reused for eve
 frame, and zero-filled by :meth:`FacePipeline.wipe` (promise P2); the caller wipes
 after each decision. The pipeline takes the most prominent face (widest box) and
 counts how many others are of comparable size; people further back are ignored.
+
+A frame it cannot analyse (not an H×W×3 uint8 array, a side shorter than
+:data:`gate.images.MIN_SIDE`, more than :data:`gate.images.MAX_PIXELS`) is refused up
+front with a one-line :class:`~gate.errors.ImageError`, never with an error from deep
+inside a model's pre-processing.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from gate.detect.face import Detection
 from gate.detect.landmarks import FaceMesh, Landmarks
 from gate.detect.measure import count_sizeable, measure, measure_without_mesh
 from gate.detect.quality import Issue, Measures, QualityLimits, Reason, assess
+from gate.errors import ImageError
+from gate.images import MAX_PIXELS, MIN_SIDE
 from gate.inference import Model
 from gate.match.embedder import Embedder
 from gate.match.embedders import EMBEDDERS
@@ -95,8 +102,7 @@ class FacePipeline:
         """Analyse one image. Faces failing a quality check are not embedded unless
         ``embed_rejected`` (evaluation uses it to study what the checks cost); with
         ``embed=False`` nothing is (``gatectl camera aim`` needs the measures only)."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an H×W×3 uint8 RGB image, got {image.shape} {image.dtype}")
+        check_frame(image)
         res = FaceResult()
         t = time.perf_counter()
         res.faces = self.detector.detect(image)
@@ -137,6 +143,24 @@ class FacePipeline:
         self.aligner.wipe()
         self.embedder.wipe()
         self._gray.fill(0)
+
+
+def check_frame(image: object) -> None:
+    """Raise a one-line :class:`ImageError` unless ``image`` is a frame the pipeline can
+    analyse: an H×W×3 uint8 array, each side at least ``MIN_SIDE``, at most
+    ``MAX_PIXELS``."""
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"frame: expected an H×W×3 uint8 RGB image, got "
+                         f"{type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ImageError(f"frame: expected an H×W×3 uint8 RGB image, got shape "
+                         f"{image.shape} of {image.dtype}")
+    h, w = int(image.shape[0]), int(image.shape[1])
+    if min(h, w) < MIN_SIDE:
+        raise ImageError(f"frame: {w}×{h} pixels is too small to analyse (each side needs "
+                         f"≥ {MIN_SIDE})")
+    if h * w > MAX_PIXELS:
+        raise ImageError(f"frame: {w}×{h} pixels exceeds the {MAX_PIXELS} limit")
 
 
 def _lap(res: FaceResult, stage: str, start: float) -> float:

@@ -10,6 +10,16 @@ zero-filled (P2).
 Events it reports carry no attendee id (P10); entries go to the outbox only when the
 passage sensor confirms them. On any exit from :meth:`run` the relay goes to its safe
 state, the camera closes and the buffers are wiped.
+
+One frame never ends the loop. Whatever analysing a frame raises (the camera read, the
+pipeline, the presentation-attack stage, the ticket reader, the matcher, the entry log's
+look-up) is contained in :meth:`GateRuntime.step`: the frame is dropped and counted by
+the exception's class name only (a message may carry data), every buffer is wiped, the
+policy sees no verdict for that frame (so the relay stays as it was: closed while
+someone is being identified, and the person goes to the staffed lane when
+``decide_timeout_s`` runs out), and the loop goes on. :class:`Stats` keeps the counts,
+and after :data:`DEGRADED_AFTER` failed frames in a row says the lane is degraded, for
+the service's status and watchdog.
 """
 
 from __future__ import annotations
@@ -37,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: How often the idle loop looks at the sensors (camera off: near-zero CPU).
 IDLE_POLL_S = 0.02
+#: Frames failing in a row before the lane reports itself degraded.
+DEGRADED_AFTER = 5
 
 
 def log_event(e: dict[str, Any]) -> None:
@@ -56,6 +68,32 @@ class EntryLog(Protocol):
 
 
 @dataclass
+class FrameErrors:
+    """Frames dropped because analysing them raised, by the exception's class name.
+
+    Written by the loop thread only; :meth:`as_dict` is a copy another thread can read.
+    """
+
+    total: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+    #: Failed frames since the last frame analysed without an error.
+    consecutive: int = 0
+    last_kind: str = ""
+
+    def count(self, kind: str) -> None:
+        """One more dropped frame of ``kind``."""
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+        self.total += 1
+        self.consecutive += 1
+        self.last_kind = kind
+
+    def as_dict(self) -> dict[str, Any]:
+        """The counters as plain values (a copy)."""
+        return {"total": self.total, "by_kind": dict(self.by_kind),
+                "consecutive": self.consecutive, "last_kind": self.last_kind}
+
+
+@dataclass
 class Stats:
     """Counters for status and benchmarks (no ids)."""
 
@@ -66,6 +104,21 @@ class Stats:
     camera_errors: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     last_event: str = ""
+    frame_errors: FrameErrors = field(default_factory=FrameErrors)
+
+    @property
+    def degraded(self) -> bool:
+        """True while the last :data:`DEGRADED_AFTER` or more frames all failed."""
+        return self.frame_errors.consecutive >= DEGRADED_AFTER
+
+    @property
+    def degraded_reason(self) -> str:
+        """Why the lane is degraded, in one line without data ("" when it is not)."""
+        e = self.frame_errors
+        if e.consecutive < DEGRADED_AFTER:
+            return ""
+        return (f"{e.consecutive} frames in a row could not be analysed (last: "
+                f"{e.last_kind}); everyone is sent to the staffed lane")
 
 
 class GateRuntime:
@@ -141,14 +194,53 @@ class GateRuntime:
     # --- analysis ----------------------------------------------------------------------
 
     def _analyse(self, now: float) -> Verdict | None:
-        frame = self._frame(now)
-        if frame is None:
-            return None
         try:
-            return self._judge(frame)
-        finally:
-            self.camera.wipe()
-            self.pipeline.wipe()
+            frame = self._frame(now)
+            if frame is None:
+                return None
+            try:
+                verdict = self._judge(frame)
+            finally:
+                self.camera.wipe()
+                self.pipeline.wipe()
+        except Exception as exc:  # one frame must never end the loop
+            self._drop_frame(exc)
+            return None
+        self._frame_ok()
+        return verdict
+
+    def _drop_frame(self, exc: Exception) -> None:
+        """Count a frame whose analysis raised, wipe what it may have left, go on."""
+        kind = type(exc).__name__
+        errors = self.stats.frame_errors
+        errors.count(kind)
+        n = errors.consecutive
+        for wipe in (self.camera.wipe, self.pipeline.wipe, self.matcher.wipe,
+                     self.judge.reset):
+            try:
+                wipe()
+            except Exception as failed:  # keep wiping the others
+                log.error("frame dropped, and a buffer could not be wiped %s",
+                          kv(kind=type(failed).__name__))
+        if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th… of a run: the log stays short
+            log.warning("frame dropped %s", kv(kind=kind, consecutive=n, total=errors.total))
+        log.debug("frame dropped", exc_info=exc)  # the message may carry data: DEBUG only
+        if n == DEGRADED_AFTER:
+            self._tell(f"degraded: {n} frames in a row failed ({kind})")
+
+    def _frame_ok(self) -> None:
+        errors = self.stats.frame_errors
+        if errors.consecutive >= DEGRADED_AFTER:
+            self._tell(f"frames analysed again after {errors.consecutive} failed")
+        errors.consecutive = 0
+
+    def _tell(self, event: str) -> None:
+        """Report an event of the frame path; a failing reporter does not end the loop."""
+        try:
+            self.report({"phase": self.policy.phase.value, "event": event,
+                         "indication": self.io.indication.value, "prompt": None})
+        except Exception as failed:
+            log.error("report failed %s", kv(kind=type(failed).__name__))
 
     def _frame(self, now: float) -> Image | None:
         if now < self._camera_retry_at:
@@ -156,13 +248,20 @@ class GateRuntime:
         try:
             self.camera.open()
             frame = self.camera.read()
-        except CameraError as exc:
-            self.stats.camera_errors += 1
+        except Exception as exc:
+            if isinstance(exc, CameraError):
+                self.stats.camera_errors += 1
+                event = f"camera fault: {exc}"
+            else:  # a driver's own error: a dropped frame, and the camera's back-off
+                self._drop_frame(exc)
+                event = f"camera fault: {type(exc).__name__}"
             self._camera_retry_at = now + self._camera_backoff
             self._camera_backoff = min(self._camera_backoff * 2, self.cfg.camera.retry_max_s)
-            self.report({"phase": self.policy.phase.value, "event": f"camera fault: {exc}",
-                         "indication": self.io.indication.value, "prompt": None})
-            self.camera.close()
+            self._tell(event)
+            try:
+                self.camera.close()
+            except Exception as failed:  # the next open tries again
+                log.error("camera close failed %s", kv(kind=type(failed).__name__))
             return None
         self._camera_backoff = 1.0
         self.stats.frames += 1

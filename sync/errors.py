@@ -21,5 +21,14 @@ class ProtocolError(SyncError, ValueError):
     """
 
 
+class SignedInvalidError(ProtocolError):
+    """A message with a valid signature whose contents are invalid: evidence against its
+    signer (``signer`` names the key), counted against it by the receiver."""
+
+    def __init__(self, signer: str, reason: str) -> None:
+        self.signer = signer
+        super().__init__(reason)
+
+
 class TemplateKeyError(SyncError, ValueError):
     """A template-protection key or protection secret has the wrong size."""

@@ -28,18 +28,22 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from sync.errors import ProtocolError
+from sync.errors import ProtocolError, SignedInvalidError
 
 VERSION = 1
 #: Largest payload parsed at all (a snapshot chunk is ~1.6 MB).
 MAX_PAYLOAD = 8 * 1024 * 1024
+#: How deep a body may nest, and the integer range every receiver can store (SQLite's).
+MAX_DEPTH = 6
+MAX_INT = 2**63 - 1
 #: Central → gate kinds, gate → central kinds.
-CENTRAL_KINDS = ("templates", "revocations", "commands")
+CENTRAL_KINDS = ("templates", "revocations", "commands", "head")
 GATE_KINDS = ("events", "receipts", "status")
 TYPES = {
     "templates": ("upsert", "snapshot_begin", "snapshot_chunk"),
     "revocations": ("revoke",),
     "commands": ("command",),
+    "head": ("head",),
     "events": ("event",),
     "receipts": ("receipt",),
     "status": ("status",),
@@ -166,7 +170,38 @@ def open_envelope(topic_name: str, payload: bytes,
         key.verify(sig, canonical(topic_name, env))
     except (InvalidSignature, ValueError):
         raise ProtocolError("bad signature") from None
+    try:
+        check_values(env["body"])
+    except ProtocolError as exc:
+        raise SignedInvalidError(kid, str(exc)) from None
     return Envelope(topic_name, kind, env["type"], seq, ts, kid, env["body"])
+
+
+def check_values(value: object, depth: int = 0) -> None:
+    """Every value in a body is one a receiver can hold and store: strings of valid
+    UTF-8 (no lone surrogates), integers in ±(2⁶³−1), no floats, nesting at most
+    :data:`MAX_DEPTH` deep. The schemas of :mod:`sync.schemas` check the fields after."""
+    if depth > MAX_DEPTH:
+        raise ProtocolError("body: nested too deep")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError("body: a string is not valid UTF-8") from None
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int):
+        if not -MAX_INT <= value <= MAX_INT:
+            raise ProtocolError("body: an integer is out of range")
+    elif isinstance(value, list):
+        for item in value:
+            check_values(item, depth + 1)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_values(k, depth + 1)
+            check_values(v, depth + 1)
+    else:
+        raise ProtocolError("body: numbers must be integers")
 
 
 def _refuse_constant(name: str) -> None:

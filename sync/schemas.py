@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sync.errors import ProtocolError
-from sync.messages import KID, public_key
+from sync.messages import KID, MAX_INT, public_key
+from sync.templates import ID_PATTERN
 
 #: Most revocations one message may carry.
 MAX_REVOKE_ITEMS = 100_000
@@ -74,21 +75,27 @@ class SnapshotManifest:
     records: int
     tombstones: int
     sha256: str
+    #: The last revocation seq the snapshot already includes (-1: none).
+    revocations: int = -1
 
 
 def snapshot_begin(body: dict[str, Any]) -> SnapshotManifest:
     """The manifest of a ``snapshot_begin`` body."""
-    if set(body) != {"snapshot", "chunks", "records", "tombstones", "sha256"}:
+    if set(body) != {"snapshot", "chunks", "records", "tombstones", "sha256", "revocations"}:
         raise ProtocolError("snapshot_begin: wrong fields")
+    rev = body["revocations"]
+    if not isinstance(rev, int) or isinstance(rev, bool) or not -1 <= rev <= MAX_INT:
+        raise ProtocolError("snapshot_begin: bad revocations")
     for name in ("chunks", "records", "tombstones"):
-        if not isinstance(body[name], int) or isinstance(body[name], bool) or body[name] < 0:
+        if not isinstance(body[name], int) or isinstance(body[name], bool) or \
+                not 0 <= body[name] <= MAX_INT:
             raise ProtocolError(f"snapshot_begin: bad {name}")
     if not 0 < body["chunks"] <= MAX_SNAPSHOT_CHUNKS or \
             not isinstance(body["snapshot"], str) or not isinstance(body["sha256"], str) or \
             not _SHA256.fullmatch(body["sha256"]):
         raise ProtocolError("snapshot_begin: bad manifest")
     return SnapshotManifest(body["snapshot"], body["chunks"], body["records"],
-                            body["tombstones"], body["sha256"])
+                            body["tombstones"], body["sha256"], rev)
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,7 @@ def entry_event(body: dict[str, Any], gate: str, *, what: str = "event") -> Entr
     if set(body) != {"event_id", "attendee", "gate", "at"} or body["gate"] != gate or \
             not isinstance(body["at"], int) or isinstance(body["at"], bool) or \
             not 0 <= body["at"] <= MAX_MS or not isinstance(body["attendee"], str) or \
+            not ID_PATTERN.fullmatch(body["attendee"]) or \
             not isinstance(body["event_id"], str) or not _UUID.fullmatch(body["event_id"]):
         raise ProtocolError(f"{what}: wrong fields")
     return EntryEvent(body["event_id"], body["attendee"], gate, body["at"])
@@ -174,3 +182,40 @@ def deletion_receipt(*, attendee: str, seq: int, deleted: bool, applied_at_ms: i
     """The signed proof that a revocation was applied (``deleted``) or was stale."""
     return {"kind": "deleted" if deleted else "stale", "attendee": attendee, "seq": seq,
             "applied_at": applied_at_ms, "cache_version": cache_version}
+
+
+#: The streams whose state a gate's cache holds, and which central's head names.
+STREAMS = ("templates", "revocations")
+
+
+@dataclass(frozen=True)
+class Head:
+    """The last sequence number central has sent a gate on each cache stream (-1: none).
+
+    Central publishes it signed and retained on the gate's ``head`` topic after each
+    message; a gate whose cache has applied less is behind (lost messages, or a cache
+    rolled back or deleted) and serves nobody until it has caught up.
+    """
+
+    templates: int = -1
+    revocations: int = -1
+
+    def seq(self, stream: str) -> int:
+        """The head of ``stream``."""
+        return self.templates if stream == "templates" else self.revocations
+
+
+def head(body: dict[str, Any]) -> Head:
+    """A ``head`` body ``{templates, revocations}`` (each -1 or a sequence number)."""
+    if set(body) != set(STREAMS):
+        raise ProtocolError("head: wrong fields")
+    for name in STREAMS:
+        value = body[name]
+        if not isinstance(value, int) or isinstance(value, bool) or not -1 <= value <= MAX_INT:
+            raise ProtocolError(f"head: bad {name}")
+    return Head(body["templates"], body["revocations"])
+
+
+def head_body(h: Head) -> dict[str, Any]:
+    """A ``head`` body."""
+    return {"templates": h.templates, "revocations": h.revocations}

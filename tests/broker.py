@@ -24,9 +24,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from central.broker import START_TIMEOUT, Broker, free_port, listener, mosquitto_binary
 from central.errors import BrokerError
 
-__all__ = ["START_TIMEOUT", "Broker", "BrokerError", "close", "connect", "free_port",
-           "identity_files", "inbox", "listener", "mosquitto_binary", "open_client",
-           "publish", "subscribe"]
+__all__ = ["START_TIMEOUT", "Broker", "BrokerError", "close", "connect", "disconnections",
+           "free_port", "identity_files", "inbox", "listener", "mosquitto_binary",
+           "open_client", "publish", "subscribe"]
 
 
 class _Acks:
@@ -37,6 +37,8 @@ class _Acks:
         self.suback: dict[int, list[ReasonCode]] = {}
         self.puback: dict[int, ReasonCode] = {}
         self.unrouted: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        #: Every disconnection after the CONNACK (reason codes, as text), in order.
+        self.disconnects: list[str] = []
 
     def on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int, codes: list[ReasonCode],
                      _p: Properties) -> None:
@@ -90,7 +92,10 @@ def open_client(host: str, port: int, *, client_id: str, ca_certs: Path | None,
         done.set()
 
     def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, code: ReasonCode, _p: Any) -> None:
-        outcome.append(f"disconnected: {code}")
+        if done.is_set():  # after the CONNACK: the broker (or we) ended the connection
+            acks.disconnects.append(str(code))
+        else:
+            outcome.append(f"disconnected: {code}")
         done.set()
 
     client.on_connect = on_connect
@@ -140,6 +145,16 @@ def inbox(client: mqtt.Client) -> queue.Queue[mqtt.MQTTMessage]:
     """
     acks: _Acks = client.user_data_get()
     return acks.unrouted
+
+
+def disconnections(client: mqtt.Client) -> list[str]:
+    """Why the connection ended each time since the CONNACK (a session taken over by
+    another client with the same id shows up here); empty while it never dropped.
+
+    paho reconnects by itself after a drop; this list keeps the drops.
+    """
+    acks: _Acks = client.user_data_get()
+    return acks.disconnects
 
 
 def close(client: mqtt.Client) -> None:

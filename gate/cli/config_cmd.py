@@ -19,6 +19,7 @@ from gate import config as config_mod
 from gate.cli.configfile import config_path
 from gate.config import Config
 from gate.exitcodes import EXIT_CONFIG, EXIT_USAGE
+from gate.safefile import shown
 
 
 def add_parser(sub: Any) -> None:
@@ -60,9 +61,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:  # noqa: ARG001 - reads F
                          indent=2))
     elif not errors:
         rules = " (service rules)" if args.service else ""
-        print(f"✓ {path}: valid{rules}")
+        print(f"✓ {shown(path)}: valid{rules}")
     else:
         for e in errors:
             print(f"✗ {e}")
-        print(f"{path}: {len(errors)} error{'s' if len(errors) > 1 else ''}")
+        print(f"{shown(path)}: {len(errors)} error{'s' if len(errors) > 1 else ''}")
     return EXIT_CONFIG if errors else 0

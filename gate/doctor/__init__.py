@@ -83,6 +83,9 @@ def _keys(ctx: Context) -> list[Result]:
 
 
 def _broker(ctx: Context) -> list[Result]:
+    if ctx.service is not None:  # the running service holds the gate's broker session
+        return broker.check_broker(ctx.cfg, credentials_dir=ctx.credentials_dir,
+                                   service=ctx.service)
     key_bytes = None
     if ctx.cfg.sync.enabled and broker.tls_key_path(ctx.cfg, ctx.credentials_dir) is None:
         # Installed gates keep the TLS key as an encrypted credential only.
@@ -95,7 +98,7 @@ def _broker(ctx: Context) -> list[Result]:
                                        "and only root can decrypt it: run gatectl doctor "
                                        "as root")]
     return broker.check_broker(ctx.cfg, credentials_dir=ctx.credentials_dir,
-                               key_bytes=key_bytes)
+                               key_bytes=key_bytes, service=ctx.service)
 
 
 def _memory(ctx: Context) -> list[Result]:

@@ -1,8 +1,13 @@
 """Doctor check of the link to central: TLS handshake, CONNACK, and the broker's ACL.
 
-The doctor connects as this gate (its CA, certificate and TLS key) under its own client
-id, so a running service keeps its session. It then checks, from the gate's side, what
-the venue ACL (``central.pki`` writes one) must enforce:
+The broker gives every connection its certificate's name as client id
+(``use_username_as_clientid``): a connection with this gate's certificate *is* this
+gate's session. So while the service runs, the doctor does not connect (it would take the
+service's place); it reports the service's own view of the link. With the service
+stopped, it resumes the gate's session (clean start off, the gate's session expiry),
+acknowledges nothing (messages queued for the gate stay queued for it) and removes the
+subscriptions it added before leaving. It then checks, from the gate's side, what the
+venue ACL (``central.pki`` writes one) must enforce:
 
 * a subscription to the gate's own ``templates`` topic is granted;
 * another gate's topics are closed: a SUBACK refusal counts, but Mosquitto 2.0 grants
@@ -18,7 +23,6 @@ so a broken ACL is detected without delivering anything to anyone.
 from __future__ import annotations
 
 import os
-import secrets
 import ssl
 import threading
 from collections.abc import Callable
@@ -48,6 +52,7 @@ class _Seen:
     disconnected: Any = None
     subacks: dict[int, list[Any]] = field(default_factory=dict)
     pubacks: dict[int, Any] = field(default_factory=dict)
+    unsubacks: set[int] = field(default_factory=set)
     foreign: list[str] = field(default_factory=list)
 
     def wait(self, what: Callable[[], bool], timeout: float) -> bool:
@@ -58,8 +63,10 @@ class _Seen:
 
 def _client(client_id: str, ctx: ssl.SSLContext, seen: _Seen, status_filter: str
             ) -> mqtt.Client:
+    # manual_ack: what the broker queued for the gate is read here but never acknowledged,
+    # so the broker delivers it again to the gate itself.
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=mqtt.MQTTv5)
+                         protocol=mqtt.MQTTv5, manual_ack=True)
     client.tls_set_context(ctx)
 
     def note(update: Callable[[], None]) -> None:
@@ -79,6 +86,9 @@ def _client(client_id: str, ctx: ssl.SSLContext, seen: _Seen, status_filter: str
     def on_publish(_c: Any, _u: Any, mid: int, reason: Any, _p: Any) -> None:
         note(lambda: seen.pubacks.__setitem__(mid, reason))
 
+    def on_unsubscribe(_c: Any, _u: Any, mid: int, _codes: Any, _p: Any) -> None:
+        note(lambda: seen.unsubacks.add(mid))
+
     def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         # Only the status probe counts; the gate's own templates may legitimately arrive.
         if mqtt.topic_matches_sub(status_filter, msg.topic):
@@ -87,6 +97,7 @@ def _client(client_id: str, ctx: ssl.SSLContext, seen: _Seen, status_filter: str
     client.on_connect, client.on_disconnect = on_connect, on_disconnect
     client.on_subscribe, client.on_publish = on_subscribe, on_publish
     client.on_message = on_message
+    client.on_unsubscribe = on_unsubscribe
     return client
 
 
@@ -110,16 +121,36 @@ def other_gate(cfg: Config) -> str:
     return "doctor-other" if cfg.gate.id != "doctor-other" else "doctor-other-2"
 
 
+def from_service(service: dict[str, Any]) -> list[Result]:
+    """The running service's own view of its link (the doctor does not connect then)."""
+    b = service.get("broker")
+    if not isinstance(b, dict) or not b.get("enabled"):
+        return [skip("broker", "the service runs without a broker link")]
+    acl = skip("acl", "not probed while the service holds the gate's session (stop it to "
+                      "probe the ACL)")
+    if b.get("connected"):
+        return [ok("broker", "connected, as the running service reports"), acl]
+    return [fail("broker", "the running service is not connected to the broker",
+                 "journalctl -u gate for the reason; check [sync] host/port, the firewall "
+                 "and the broker (systemctl status mosquitto on its host)"), acl]
+
+
 def check_broker(cfg: Config, *, credentials_dir: str | None, timeout: float = 5.0,
-                 key_bytes: bytearray | None = None) -> list[Result]:
+                 key_bytes: bytearray | None = None,
+                 service: dict[str, Any] | None = None) -> list[Result]:
     """Handshake, CONNACK and ACL, as described in the module docstring.
 
     ``key_bytes``: the TLS key when it is only available decrypted in memory (an encrypted
-    credential); it is handed to OpenSSL through a memory file and zeroed.
+    credential); it is handed to OpenSSL through a memory file and zeroed. ``service``:
+    the running service's status, when it runs (then nothing connects).
     """
     s = cfg.sync
     if not s.enabled:
         return [skip("broker", "sync disabled ([sync] enabled = false): no broker to reach")]
+    if service is not None:
+        if key_bytes is not None:
+            key_bytes[:] = bytes(len(key_bytes))
+        return from_service(service)
     where = f"{s.host}:{s.port}"
     key = tls_key_path(cfg, credentials_dir)
     try:
@@ -136,11 +167,12 @@ def check_broker(cfg: Config, *, credentials_dir: str | None, timeout: float = 5
                      "certificate from central, matching the gate's mqtt-key.pem")]
     seen = _Seen()
     status_filter = f"gate/v1/{cfg.gate.venue}/+/status"
-    client = _client(f"{cfg.gate.id}-doctor-{secrets.token_hex(3)}", ctx, seen, status_filter)
+    # The broker names the session after the certificate whatever id is asked for.
+    client = _client(cfg.gate.id, ctx, seen, status_filter)
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    props.SessionExpiryInterval = 0  # leave nothing behind on the broker
+    props.SessionExpiryInterval = s.session_expiry_s  # the gate's session lives on
     try:
-        client.connect(s.host, s.port, keepalive=max(5, int(timeout * 2)), clean_start=True,
+        client.connect(s.host, s.port, keepalive=max(5, int(timeout * 2)), clean_start=False,
                        properties=props)
     except ssl.SSLCertVerificationError as exc:
         return [fail("broker", f"TLS handshake with {where} failed: {exc.verify_message} "
@@ -160,6 +192,11 @@ def check_broker(cfg: Config, *, credentials_dir: str | None, timeout: float = 5
         return _after_connect(client, seen, cfg, where=where, timeout=timeout,
                               status_filter=status_filter)
     finally:
+        # Leave the gate's session as it was: only the gate's own subscriptions remain.
+        added = [f"gate/v1/{cfg.gate.venue}/{other_gate(cfg)}/templates", status_filter]
+        rc, mid = client.unsubscribe(added)
+        if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+            seen.wait(lambda: mid in seen.unsubacks, timeout)
         client.disconnect()
         client.loop_stop()
 

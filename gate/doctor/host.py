@@ -21,6 +21,7 @@ from typing import Any
 from gate.camera import open_camera
 from gate.config import CameraConfig
 from gate.doctor.result import Result, fail, ok, skip
+from gate.safefile import read_regular
 from gate.service.harden import MIN_LOCKABLE
 
 Runner = Callable[[list[str]], "subprocess.CompletedProcess[str]"]
@@ -94,11 +95,13 @@ def check_clock(synced: bool | None, source: str, *, now: float | None = None) -
 # --- swap and memory locking -------------------------------------------------------------
 
 def active_swaps(path: Path = Path("/proc/swaps")) -> list[str] | None:
-    """Swap devices and files in use; None if the kernel's list cannot be read."""
+    """Swap devices and files in use; None if the kernel's list cannot be read (read as
+    a regular file of at most 1 MiB, like every file the gate reads)."""
     try:
-        lines = path.read_text().splitlines()
+        data = read_regular(path, limit=1024 * 1024, what="swap list", fail=OSError)
     except OSError:
         return None
+    lines = data.decode("utf-8", "replace").splitlines()
     return [line.split()[0] for line in lines[1:] if line.strip()]
 
 
@@ -189,6 +192,11 @@ _CAMERA_FIX = {
 }
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def check_camera(cam_cfg: CameraConfig, *, service: dict[str, Any] | None,
                  service_unknown: bool = False, frames: int = 6,
                  opener: Callable[..., Any] | None = None) -> list[Result]:
@@ -221,8 +229,8 @@ def check_camera(cam_cfg: CameraConfig, *, service: dict[str, Any] | None,
         return [fail(name, f"camera.source is empty ({cam_cfg.backend} needs one)", fix)]
     try:
         camera = opener(cam_cfg.backend, cam_cfg.source, cam_cfg.mode)
-    except (OSError, ImportError, ValueError) as exc:
-        return [fail(name, f"{cam_cfg.backend}: {exc}", fix)]
+    except Exception as exc:  # a check reports, it does not crash
+        return [fail(name, f"{cam_cfg.backend}: {_one_line(exc)}", fix)]
     lit = False
     try:
         camera.open()
@@ -233,8 +241,8 @@ def check_camera(cam_cfg: CameraConfig, *, service: dict[str, Any] | None,
                 start = time.monotonic()
             lit = lit or bool(frame.max() > 0)
         elapsed = time.monotonic() - start
-    except (OSError, ImportError, ValueError, RuntimeError) as exc:
-        return [fail(name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, fix)]
+    except Exception as exc:  # a driver's own error too: a check reports, it does not crash
+        return [fail(name, _one_line(exc), fix)]
     finally:
         camera.close()  # zeroes the frame buffer
     fps = (frames - 1) / elapsed if elapsed > 0 else float("inf")

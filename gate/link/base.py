@@ -14,7 +14,10 @@ special-cased. A transport:
 * **must** publish the ``will`` given to :meth:`Transport.start` if the gate vanishes,
   and the ``farewell`` given to :meth:`Transport.stop` on the way out;
 * **may** refuse a publish while disconnected (return a delivery whose ``rc`` is not 0):
-  nothing is lost, because everything that matters waits in the durable outbox.
+  nothing is lost, because everything that matters waits in the durable outbox;
+* **must** say whether its network thread runs (:meth:`Transport.alive`), so that a
+  supervisor can restart a dead one rather than report "connected" forever; and must not
+  let an exception from the listener end that thread.
 """
 
 from __future__ import annotations
@@ -76,6 +79,10 @@ class Listener(Protocol):
 class Transport(abc.ABC):
     """A connection to the broker; see the module docstring for the contract."""
 
+    def __init__(self) -> None:
+        #: Exceptions a listener callback let out (contained by the transport), by kind.
+        self.errors: dict[str, int] = {}
+
     @abc.abstractmethod
     def start(self, listener: Listener, subscriptions: Sequence[Subscription],
               will: Message) -> None:
@@ -88,6 +95,10 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def wait_connected(self, timeout: float) -> bool:
         """True once connected (waits up to ``timeout`` seconds)."""
+
+    @abc.abstractmethod
+    def alive(self) -> bool:
+        """True while started and its network thread runs (False before start)."""
 
     @abc.abstractmethod
     def stop(self, farewell: Message | None = None) -> None:

@@ -9,6 +9,12 @@ What leaves the gate (P4): signed entry events and receipts, through the durable
 (written before publishing, deleted only when the broker acknowledges), and a retained
 status with counts only. Without a transport (``transport=None``: a gate without a
 broker, a benchmark) everything still goes to the outbox and waits there.
+
+Faults never lose an entry event or a receipt silently: what the outbox cannot take (disk
+full, a damaged file) waits in RAM, in order, is written as soon as it can be, and the
+status says how much waits (:meth:`GateLink.health`). Status publishes are limited to one
+per :data:`STATUS_MIN_S`, so a flood of bad messages cannot become a flood of signatures;
+the counters carry the rest.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from gate.config import Config
 from gate.credentials import credentials_directory, load_key, locate
+from gate.errors import StateError
 from gate.link.base import Delivery, Message, Subscription, Transport
 from gate.link.handler import MessageHandler
 from gate.link.mqtt import Endpoint, MqttTransport
@@ -38,6 +46,21 @@ log = logging.getLogger("gate.link")
 #: Outbox messages handed to the transport per flush (paho keeps them in RAM until
 #: acknowledged).
 FLUSH_BATCH = 200
+#: At most one status publish per this many seconds (a burst coalesces into the next).
+STATUS_MIN_S = 1.0
+#: Most messages kept in RAM while the outbox cannot take them.
+MAX_BACKLOG = 100_000
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    """An outgoing message the outbox could not take yet."""
+
+    kind: str
+    mtype: str
+    body: dict[str, Any]
+    message_id: str
+    entry: tuple[str, str, int] | None
 
 
 class GateLink:
@@ -60,6 +83,14 @@ class GateLink:
         self._inflight: list[tuple[Delivery, str]] = []
         self._mids_lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        self._backlog: list[_Waiting] = []
+        self._backlog_lock = threading.RLock()
+        self._status_at = -STATUS_MIN_S
+        self._status_timer: threading.Timer | None = None
+        self._status_lock = threading.Lock()
+        # Heartbeat: when the transport last called back, and when we last probed it.
+        self._heard = time.monotonic()
+        self._probed: float | None = None
 
     @classmethod
     def from_config(cls, cfg: Config, *, cache: TemplateCache,
@@ -106,6 +137,30 @@ class GateLink:
         """Apply one verified central message (see :meth:`MessageHandler.handle`)."""
         self.handler.handle(env)
 
+    def health(self) -> list[str]:
+        """One line per thing that is not as it should be (empty: all well). No ids."""
+        out = []
+        if self.state.notice:
+            out.append(self.state.notice)
+        if self.handler.behind:
+            out.append(f"cache {self.handler.behind}")
+        with self._backlog_lock:
+            waiting = len(self._backlog)
+        if waiting:
+            out.append(f"outbox unwritable: {waiting} messages waiting in RAM")
+        if self.handler.unproven:
+            out.append(f"{self.handler.unproven} deletion receipts wait for the disk "
+                       "(revocations enforced in RAM)")
+        faults = Counter(self.handler.errors)
+        if self.transport is not None:
+            faults.update(self.transport.errors)
+        if faults:
+            kinds = ", ".join(f"{k} {n}" for k, n in sorted(faults.items()))
+            out.append(f"{sum(faults.values())} messages could not be handled ({kinds})")
+        if self.transport is not None and not self.transport.alive():
+            out.append("MQTT network thread not running")
+        return out
+
     # --- lifecycle -----------------------------------------------------------------------
 
     def topic(self, kind: str, gate: str | None = None) -> str:
@@ -127,9 +182,21 @@ class GateLink:
 
     def stop(self) -> None:
         """Publish 'offline', disconnect and stop the transport."""
+        with self._status_lock:
+            if self._status_timer is not None:
+                self._status_timer.cancel()
+                self._status_timer = None
         if self.transport is not None:
             self.transport.stop(self._status_message("offline"))
         self.handler.wipe()
+
+    def restart(self) -> None:
+        """Stop and start the transport again (its thread died or stalled)."""
+        if self.transport is None:
+            return
+        log.warning("sync: restarting the MQTT link")
+        self.transport.stop(None)
+        self.start()
 
     def close(self) -> None:
         """Close the durable state (after :meth:`stop`)."""
@@ -137,14 +204,36 @@ class GateLink:
 
     # --- the transport's callbacks -------------------------------------------------------
 
+    def heartbeat(self) -> None:
+        """Probe the link (the supervisor calls this now and then): a status publish that
+        the broker must acknowledge. :meth:`stalled` tells whether anything came back."""
+        if self.transport is not None and self.transport.wait_connected(0):
+            if self._probed is None or self._probed < self._heard:
+                self._probed = time.monotonic()
+            self.publish_status()
+
+    def stalled(self, after_s: float) -> bool:
+        """True when the transport's thread is dead, or a probe went out more than
+        ``after_s`` ago and the transport has not called back since."""
+        if self.transport is None:
+            return False
+        if not self.transport.alive():
+            return True
+        probed = self._probed
+        return probed is not None and self._heard < probed and \
+            time.monotonic() - probed > after_s
+
     def connected(self) -> None:
         """(Re)connected: the status goes out, then whatever waits in the outbox."""
+        self._heard = time.monotonic()
         self.handler.connection_restored()
         self.publish_status()
         self.flush()
 
     def disconnected(self, reason: str, *, expected: bool) -> None:
         """Unacknowledged messages stay in the outbox and go out again later."""
+        self._heard = time.monotonic()
+        self._probed = None
         with self._mids_lock:
             self._inflight.clear()
         if expected:
@@ -154,6 +243,7 @@ class GateLink:
 
     def message(self, topic: str, payload: bytes) -> None:
         """A message from the broker: the handler's."""
+        self._heard = time.monotonic()
         self.handler.message(topic, payload)
 
     def acknowledged(self, mid: int, *, ok: bool) -> None:
@@ -162,6 +252,7 @@ class GateLink:
         paho calls this with its outgoing-message lock held, so it only flushes without
         waiting: it must never wait for a thread that may be waiting for that lock.
         """
+        self._heard = time.monotonic()
         if ok:
             self._reap(mid)
         with self._mids_lock:
@@ -178,27 +269,94 @@ class GateLink:
 
     def _status_message(self, state: str) -> Message:
         st = self.cache.status()
+        try:
+            depth = self.state.depth()
+        except StateError:
+            depth = 0  # the health line says why
         body = {"state": state, "cache": {"state": st.state, "version": st.version,
                                           "attendees": st.attendees, "templates": st.templates,
                                           "valid_until": st.valid_until},
-                "outbox": self.state.depth(), "resync_needed": self.resync_needed,
-                "rejected": dict(self.rejected), "duplicates": self.duplicates}
+                "outbox": depth + len(self._backlog), "resync_needed": self.resync_needed,
+                "rejected": dict(self.rejected), "duplicates": self.duplicates,
+                "health": self.health()[:8],
+                "by_signer": dict(self.handler.by_signer.most_common(8))}
         return Message(self.topic("status"),
                        self._signed("status", "status", body, int(self.clock() * 1000)),
                        retain=True)
 
     def publish_status(self) -> None:
-        """Retained status (counts only, no personal data)."""
-        if self.transport is not None and self.transport.wait_connected(0):
-            self.transport.publish(self._status_message("online"))
+        """Retained status (counts only, no personal data), at most one per
+        :data:`STATUS_MIN_S`: a later call in that window schedules one publish at its end."""
+        if self.transport is None or not self.transport.wait_connected(0):
+            return
+        with self._status_lock:
+            wait = self._status_at + STATUS_MIN_S - time.monotonic()
+            if wait > 0:
+                if self._status_timer is None:
+                    self._status_timer = threading.Timer(wait, self._status_due)
+                    self._status_timer.daemon = True
+                    self._status_timer.start()
+                return
+            self._status_at = time.monotonic()
+        self.transport.publish(self._status_message("online"))
+
+    def _status_due(self) -> None:
+        with self._status_lock:
+            self._status_timer = None
+        try:
+            self.publish_status()
+        except Exception as exc:  # a timer thread: log, never raise into nowhere
+            log.error("sync: status publish failed (%s)", type(exc).__name__)
 
     def _queue(self, kind: str, mtype: str, body: dict[str, Any],
                entry: tuple[str, str, int] | None = None) -> str:
         message_id = str(body.get("event_id") or messages.uuid7())
-        self.state.enqueue_next(f"out:{kind}", message_id, self.topic(kind),
-                                lambda seq: self._signed(kind, mtype, body, seq), entry)
+        with self._backlog_lock:
+            waiting = _Waiting(kind, mtype, body, message_id, entry)
+            if self._backlog:
+                self._hold(waiting)  # keep the order: after what already waits
+            else:
+                try:
+                    self._write(waiting)
+                except StateError as exc:
+                    self.handler.fault("outbox", exc)
+                    self._hold(waiting)
         self.flush()
         return message_id
+
+    def _write(self, w: _Waiting) -> None:
+        self.state.enqueue_next(f"out:{w.kind}", w.message_id, self.topic(w.kind),
+                                lambda seq: self._signed(w.kind, w.mtype, w.body, seq),
+                                w.entry)
+
+    def _hold(self, w: _Waiting) -> None:
+        if len(self._backlog) >= MAX_BACKLOG:
+            # RAM is finite too: the oldest waiting message is given up, and counted.
+            self._backlog.pop(0)
+            self.handler.errors["outbox overflow"] += 1
+        self._backlog.append(w)
+
+    def retry_backlog(self) -> int:
+        """Write what waits in RAM into the outbox, in order, after the deletion receipts
+        whose revocations reached the disk meanwhile; returns how many still wait."""
+        self.handler.prove()
+        with self._backlog_lock:
+            checkpointed = False
+            while self._backlog:
+                try:
+                    self._write(self._backlog[0])
+                except StateError:
+                    if checkpointed:
+                        break
+                    # Space may have come back but be held by the write-ahead log.
+                    checkpointed = True
+                    try:
+                        self.state.checkpoint()
+                    except StateError:
+                        break
+                    continue
+                self._backlog.pop(0)
+            return len(self._backlog)
 
     def publish_event(self, attendee: str, at: float | None = None) -> str:
         """Record an entry (durably, one transaction) and publish it; returns the event id."""
@@ -212,13 +370,20 @@ class GateLink:
 
         ``wait=False`` from the transport's callbacks: see :meth:`acknowledged`.
         """
+        if self._backlog and wait:
+            self.retry_backlog()
         if self.transport is None or not self.transport.wait_connected(0) or \
                 not self._flush_lock.acquire(blocking=wait):
             return
         try:
             with self._mids_lock:
                 busy = {message_id for _, message_id in self._inflight}
-            for message_id, topic_name, payload in self.state.pending(FLUSH_BATCH + len(busy)):
+            try:
+                pending = self.state.pending(FLUSH_BATCH + len(busy))
+            except StateError as exc:
+                self.handler.fault("outbox", exc)
+                pending = []
+            for message_id, topic_name, payload in pending:
                 if message_id in busy:
                     continue
                 info = self.transport.publish(Message(topic_name, payload))
@@ -241,18 +406,32 @@ class GateLink:
             self._inflight = [(i, m) for i, m in self._inflight
                               if not (i.mid == acked_mid or i.is_published())]
         if done:
-            self.state.ack(*done)
+            try:
+                self.state.ack(*done)
+            except StateError as exc:
+                # Not forgotten: sent again later, and central drops the duplicate by id.
+                self.handler.fault("outbox", exc)
 
     # --- the entry log (anti-passback) ---------------------------------------------------
 
     def entered_since(self, attendee: str, since: float) -> list[tuple[str, int]]:
-        """Entries of an attendee at any gate of the venue since ``since`` (anti-passback)."""
-        return self.state.entries_since(attendee, int(since * 1000))
+        """Entries of an attendee at any gate of the venue since ``since`` (anti-passback),
+        including entries still waiting in RAM for the outbox."""
+        with self._backlog_lock:
+            waiting = [(w.entry[1], w.entry[2]) for w in self._backlog
+                       if w.entry is not None and w.entry[0] == attendee and
+                       w.entry[2] >= int(since * 1000)]
+        return self.state.entries_since(attendee, int(since * 1000)) + waiting
 
     def forget_before(self, before: float) -> int:
         """Drop entry records older than ``before`` (they outlive no event)."""
         return self.state.forget_entries_before(int(before * 1000))
 
     def outbox_depth(self) -> int:
-        """Messages waiting for the broker."""
-        return self.state.depth()
+        """Messages waiting for the broker (in the outbox, and in RAM if it is unwritable)."""
+        with self._backlog_lock:
+            waiting = len(self._backlog)
+        try:
+            return self.state.depth() + waiting
+        except StateError:
+            return waiting

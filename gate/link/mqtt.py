@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gate.link.base import Delivery, Listener, Message, Subscription, Transport
+from gate.logs import Throttle
 from sync.tls import client_context, no_delay
 
 log = logging.getLogger("gate.link")
@@ -43,6 +44,7 @@ class MqttTransport(Transport):
     """One paho client for one gate (its client id is the gate id)."""
 
     def __init__(self, endpoint: Endpoint, *, client_id: str) -> None:
+        super().__init__()
         self.endpoint = endpoint
         self.client_id = client_id
         self.client: mqtt.Client | None = None
@@ -50,6 +52,7 @@ class MqttTransport(Transport):
         self._stopping = False
         self._listener: Listener | None = None
         self._subscriptions: Sequence[Subscription] = ()
+        self._throttle = Throttle(log)
 
     def start(self, listener: Listener, subscriptions: Sequence[Subscription],
               will: Message) -> None:
@@ -84,6 +87,21 @@ class MqttTransport(Transport):
         """True once connected."""
         return self._connected.wait(timeout)
 
+    def alive(self) -> bool:
+        """True while paho's network thread runs (paho has no public way to ask)."""
+        thread = getattr(self.client, "_thread", None) if self.client is not None else None
+        return isinstance(thread, threading.Thread) and thread.is_alive()
+
+    def _guard(self, what: str, call: Callable[[], None]) -> None:
+        """Run a listener callback; whatever it raises stays here, so paho's thread lives."""
+        try:
+            call()
+        except Exception as exc:
+            kind = type(exc).__name__
+            self.errors[kind] = self.errors.get(kind, 0) + 1
+            self._throttle.log(logging.ERROR, kind, "sync: %s callback failed (%s)", what,
+                               kind)
+
     def stop(self, farewell: Message | None = None) -> None:
         """Publish ``farewell`` (when connected), disconnect, stop the network thread."""
         if self.client is None:
@@ -109,19 +127,23 @@ class MqttTransport(Transport):
         self._connected.set()
         log.info("sync: connected to %s:%d", self.endpoint.host, self.endpoint.port)
         if self._listener is not None:
-            self._listener.connected()
+            self._guard("connect", self._listener.connected)
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any,
                        _properties: Any) -> None:
         self._connected.clear()
-        if self._listener is not None:
-            self._listener.disconnected(str(reason), expected=self._stopping)
+        listener = self._listener
+        if listener is not None:
+            self._guard("disconnect",
+                        lambda: listener.disconnected(str(reason), expected=self._stopping))
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        if self._listener is not None:
-            self._listener.message(msg.topic, bytes(msg.payload))
+        listener = self._listener
+        if listener is not None:
+            self._guard("message", lambda: listener.message(msg.topic, bytes(msg.payload)))
 
     def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, reason: Any,
                     _properties: Any) -> None:
-        if self._listener is not None:
-            self._listener.acknowledged(mid, ok=not reason.is_failure)
+        listener = self._listener
+        if listener is not None:
+            self._guard("publish", lambda: listener.acknowledged(mid, ok=not reason.is_failure))

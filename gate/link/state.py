@@ -9,17 +9,37 @@
 * ``central_keys``: central's signing keys, as pinned in config or rotated since.
 
 All methods are thread-safe: MQTT callbacks and the gate loop share one connection.
+
+The file fails closed and is never silently lost. Opening checks that ``sync.db`` is a
+regular file and that SQLite's quick check passes; a file that is not (random bytes, a
+text file, a directory, a damaged header) is moved aside with a timestamp, kept for
+inspection (its queued events are not sent, and not deleted), and a fresh database is
+started with a loud :attr:`SyncState.notice`. A vanished or truncated outbox is detected
+too: how many entry events were ever queued is also remembered in ``sync.db.expect``, and
+a database that knows fewer says so. Every later SQLite failure (the disk is full, the
+file was damaged while open) is one :class:`~gate.errors.StateError` line; the link keeps
+what it could not write in RAM and retries.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from gate.errors import StateError
+from gate.match.atomic import atomic_write
+
+log = logging.getLogger("gate.link")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -33,37 +53,195 @@ CREATE TABLE IF NOT EXISTS central_keys (kid TEXT PRIMARY KEY, public_key TEXT N
 """
 
 
-#: The file in the state directory.
+#: One read of every table and column, run at open.
+_PROBES = ("SELECT id, topic, payload, created_ms FROM outbox LIMIT 1",
+           "SELECT stream, seq FROM seqs LIMIT 1",
+           "SELECT event_id, attendee, gate, at_ms FROM entries LIMIT 1",
+           "SELECT kid, public_key FROM central_keys LIMIT 1")
+
+#: The file in the state directory, and the file that remembers how much it held.
 STATE_FILE = "sync.db"
+_EXPECT = ".expect"
+#: The outbox stream of entry events (its seq counts every event ever queued).
+EVENTS_STREAM = "out:events"
+#: What a damaged database can raise besides sqlite3.Error (text that is not UTF-8...).
+_DAMAGE = (sqlite3.Error, UnicodeDecodeError, ValueError)
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def _state_error(exc: BaseException) -> StateError:
+    return StateError(f"link state: {_describe(exc)}")
 
 
 class SyncState:
-    """One SQLite file under the state directory (``sync.db``)."""
+    """One SQLite file under the state directory (``sync.db``); see the module docstring."""
 
-    def __init__(self, path: Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        os.close(fd)
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self.clock = clock
+        #: One line when opening had to recover (moved aside, vanished); "" otherwise.
+        self.notice = ""
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._db = self._open()
+        self._check_expected()
+
+    # --- opening -------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            # A small WAL: checkpointed every 256 pages (1 MiB) and truncated back to that
+            # size, so a nearly full disk is not taken by the write-ahead log itself.
+            db.execute("PRAGMA wal_autocheckpoint=256")
+            db.execute("PRAGMA journal_size_limit=1048576")
+            check = db.execute("PRAGMA quick_check").fetchone()
+            if not check or check[0] != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {check[0] if check else 'no answer'}")
+            db.executescript(_SCHEMA)
+            for probe in _PROBES:  # the tables hold what this code reads (not a damaged schema)
+                db.execute(probe).fetchall()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            st = self.path.lstat()
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            self._aside(f"not a regular file ({_kind(st.st_mode)})")
+        try:
+            return self._connect()
+        except Exception as exc:  # whatever the damage (SQLite, a bad UTF-8 schema...)
+            if isinstance(exc, OSError) and not self.path.exists():
+                raise _state_error(exc) from None  # the directory itself is unusable
+            self._aside(_describe(exc))
+        try:
+            return self._connect()
+        except Exception as exc:
+            raise _state_error(exc) from None
+
+    def _aside(self, why: str) -> None:
+        """Move a damaged database (and its side files) aside, kept for inspection."""
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.clock()))
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", *_SIDE_FILES):
+            src = self.path.with_name(self.path.name + suffix)
+            if src.exists() or src.is_symlink():
+                os.replace(src, aside.with_name(aside.name + suffix))
+        self.notice = (f"outbox {self.path.name} was unusable ({why}): moved aside to "
+                       f"{aside.name}, kept there unsent; a new outbox was started")
+        log.error("sync: %s", self.notice)
+
+    def _expect_path(self) -> Path:
+        return self.path.with_name(self.path.name + _EXPECT)
+
+    def _expected(self) -> int:
+        """How many entry events the outbox had queued, as last remembered (-1: none)."""
+        try:
+            with open(self._expect_path(), "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    return -1
+                data = json.loads(f.read(4096))
+            value = data.get("events") if isinstance(data, dict) else None
+            return value if isinstance(value, int) and not isinstance(value, bool) else -1
+        except (OSError, ValueError):
+            return -1
+
+    def _check_expected(self) -> None:
+        expected, held = self._expected(), self.last_seq(EVENTS_STREAM)
+        if expected > held and not self.notice:
+            self.notice = (f"outbox {self.path.name} holds fewer entry events than it had "
+                           f"queued (#{held + 1} of #{expected + 1}): it vanished, was "
+                           "truncated or replaced; events queued since the last check may "
+                           "be lost")
+            log.error("sync: %s", self.notice)
+        if expected > held:
+            # Continue the numbering, so central sees the gap rather than reused numbers.
+            with contextlib.suppress(StateError):
+                self.set_seq(EVENTS_STREAM, expected)
+        self.remember()
+
+    def remember(self) -> None:
+        """Write down how many entry events were ever queued (best effort; called at open,
+        by housekeeping and at close)."""
+        try:
+            seq = max(self.last_seq(EVENTS_STREAM), self._expected())
+            atomic_write(self._expect_path(), [json.dumps({"events": seq}).encode()])
+        except (OSError, StateError) as exc:
+            log.warning("sync: cannot note the outbox's size (%s)", exc)
+
+    def _failed(self, exc: BaseException) -> StateError:
+        """The one-line error for a failed operation. A file found damaged while open is
+        moved aside and a fresh one started (the caller retries there); a full disk or a
+        busy database is left as it is, to be retried."""
+        if _is_damage(exc):
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._aside(_describe(exc))
+            try:
+                self._db = self._connect()
+                self.set_seq(EVENTS_STREAM, max(self._expected(), -1))
+            except Exception as again:  # not even a fresh file: the directory is the problem
+                return _state_error(again)
+        return _state_error(exc)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except _DAMAGE as exc:
+                raise self._failed(exc) from None
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            except BaseException as exc:
+                with contextlib.suppress(*_DAMAGE):
+                    self._db.execute("ROLLBACK")
+                if isinstance(exc, _DAMAGE):
+                    raise self._failed(exc) from None
                 raise
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except _DAMAGE as exc:
+                with contextlib.suppress(*_DAMAGE):
+                    self._db.execute("ROLLBACK")
+                raise self._failed(exc) from None
+
+    def _read(self, sql: str, args: tuple[Any, ...] = (), *,
+              types: tuple[type, ...] = ()) -> list[Any]:
+        """Rows of ``sql``; with ``types``, each column must hold that type (a damaged
+        record can turn a blob into text or a number into a string)."""
+        with self._lock:
+            try:
+                rows = self._db.execute(sql, args).fetchall()
+            except _DAMAGE as exc:
+                raise self._failed(exc) from None
+            for row in rows:
+                if types and not all(isinstance(v, tp) for v, tp in zip(row, types, strict=True)):
+                    raise self._failed(sqlite3.DatabaseError(
+                        "database disk image is malformed (a value of the wrong type)"))
+            return rows
+
+    def checkpoint(self) -> None:
+        """Move the write-ahead log into the database and truncate it (frees disk space
+        after the disk was full)."""
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except _DAMAGE as exc:
+                raise _state_error(exc) from None
 
     def close(self) -> None:
-        """Close the database."""
+        """Remember the outbox's size and close the database."""
+        self.remember()
         with self._lock:
             self._db.close()
 
@@ -93,10 +271,9 @@ class SyncState:
 
     def pending(self, limit: int = 1000) -> list[tuple[str, str, bytes]]:
         """Oldest unacknowledged messages."""
-        with self._lock:
-            rows = self._db.execute("SELECT id, topic, payload FROM outbox ORDER BY rowid "
-                                    "LIMIT ?", (limit,)).fetchall()
-        return [(str(i), str(t), bytes(p)) for i, t, p in rows]
+        rows = self._read("SELECT id, topic, payload FROM outbox ORDER BY rowid LIMIT ?",
+                          (limit,), types=(str, str, bytes))
+        return [(i, t, bytes(p)) for i, t, p in rows]
 
     def ack(self, *message_ids: str) -> None:
         """The broker has them (PUBACK): forget them (one transaction).
@@ -106,26 +283,27 @@ class SyncState:
         is always fully synchronous.
         """
         with self._lock:
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            except _DAMAGE as exc:
+                raise _state_error(exc) from None
             try:
                 with self._tx() as db:
                     db.executemany("DELETE FROM outbox WHERE id = ?",
                                    [(m,) for m in message_ids])
             finally:
-                self._db.execute("PRAGMA synchronous=FULL")
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("PRAGMA synchronous=FULL")
 
     def depth(self) -> int:
         """Messages waiting for the broker (the outbox's depth)."""
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        return int(self._read("SELECT COUNT(*) FROM outbox", types=(int,))[0][0])
 
     # sequence numbers
     def last_seq(self, stream: str) -> int:
         """Last accepted seq on a stream (-1 if none)."""
-        with self._lock:
-            row = self._db.execute("SELECT seq FROM seqs WHERE stream = ?",
-                                   (stream,)).fetchone()
-        return int(row[0]) if row else -1
+        rows = self._read("SELECT seq FROM seqs WHERE stream = ?", (stream,), types=(int,))
+        return int(rows[0][0]) if rows else -1
 
     def set_seq(self, stream: str, seq: int) -> None:
         """Record an accepted seq (after the message's effect is durable)."""
@@ -142,10 +320,9 @@ class SyncState:
 
     def entries_since(self, attendee: str, since_ms: int) -> list[tuple[str, int]]:
         """(gate, at_ms) of an attendee's entries at or after ``since_ms``."""
-        with self._lock:
-            rows = self._db.execute("SELECT gate, at_ms FROM entries WHERE attendee = ? AND "
-                                    "at_ms >= ? ORDER BY at_ms", (attendee, since_ms)).fetchall()
-        return [(str(g), int(t)) for g, t in rows]
+        rows = self._read("SELECT gate, at_ms FROM entries WHERE attendee = ? AND at_ms >= ? "
+                          "ORDER BY at_ms", (attendee, since_ms), types=(str, int))
+        return [(g, t) for g, t in rows]
 
     def forget_entries_before(self, before_ms: int) -> int:
         """Drop old entries (they outlive no event); returns how many."""
@@ -155,12 +332,42 @@ class SyncState:
     # central's keys
     def central_keys(self) -> dict[str, str]:
         """kid → base64 public key."""
-        with self._lock:
-            rows = self._db.execute("SELECT kid, public_key FROM central_keys").fetchall()
-        return {str(k): str(v) for k, v in rows}
+        rows = self._read("SELECT kid, public_key FROM central_keys", types=(str, str))
+        return dict(rows)
 
     def replace_central_keys(self, keys: dict[str, str]) -> None:
         """Pin exactly these keys (after a signed rotation)."""
         with self._tx() as db:
             db.execute("DELETE FROM central_keys")
             db.executemany("INSERT INTO central_keys VALUES (?, ?)", list(keys.items()))
+
+
+def _describe(exc: BaseException) -> str:
+    """One line about a failure, cut before anything it quotes (a damaged row's text could
+    be an attendee id, which never goes to a log or a status)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    for quote in ("'", '"', " with text"):
+        text = text.split(quote, 1)[0]
+    return text.strip()[:120] or type(exc).__name__
+
+
+def _is_damage(exc: BaseException) -> bool:
+    """A damaged file (as opposed to a full disk or a busy database, which pass)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return not any(w in text for w in _PASSING)
+    return isinstance(exc, (sqlite3.DatabaseError, UnicodeDecodeError))
+
+
+#: Operational errors that are conditions to wait out, not damage to the file.
+_PASSING = ("full", "locked", "busy", "readonly", "read-only", "disk i/o", "unable to open",
+            "interrupted", "out of memory")
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return name
+    return "not a file"

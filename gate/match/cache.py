@@ -1,23 +1,30 @@
 """The gate's template cache: who may enter, kept encrypted, expiring and revocable.
 
 State: enrolled attendees (opaque pseudonyms chosen by central, each with a per-attendee
-sequence number, a ``valid_until`` and 1-3 protected templates) and tombstones of revoked
-attendees. Every change is validated as a whole first (:mod:`gate.match.validate`),
-applied in memory, then written to the encrypted cache before the call returns: a small
-change as one journal entry (:mod:`gate.match.journal`), now and then a whole new snapshot
-(:mod:`gate.match.cachefile`). A change that fails validation changes nothing.
+sequence number, a ``valid_until`` and 1-3 protected templates), tombstones of revoked
+attendees, and the last central sequence number applied per stream (``templates``,
+``revocations``). Every change is validated as a whole first (:mod:`gate.match.validate`),
+made durable (a journal record, now and then a whole new snapshot: :mod:`gate.match.store`)
+and only then applied in RAM. A change that fails validation changes nothing.
 
-* **Fails closed.** A cache that does not open (tampered, truncated, another key or
-  gate) leaves the cache *invalid*: the matcher refuses everyone with ``cache_invalid``
-  and the file is left as it was until a verified snapshot replaces it.
-* **Revocation wins.** ``revoke(id, seq)`` removes the attendee from RAM (before the
-  next decision) and from disk before it returns, and keeps a tombstone until the
-  attendee's ``valid_until`` so an older upsert arriving late cannot bring them back.
+* **Fails closed.** Files that do not verify (tampered, truncated, records missing, a
+  journal of another snapshot or gate, not a regular file, an older format) make the cache
+  *invalid*: the matcher refuses everyone with ``cache_invalid`` and *nothing is written*
+  (the files stay for inspection) until a verified snapshot from central replaces them
+  (:meth:`TemplateCache.replace`), which sets them aside as ``NAME.invalid-TIME``.
+* **Revocation wins.** ``revoke(id, seq)`` removes the attendee from RAM (before the next
+  decision) and from disk, and keeps a tombstone until the attendee's ``valid_until`` so
+  an older upsert arriving late cannot bring them back.
+* **Disk full is not damage.** A change that cannot be written waits in RAM, in order
+  (:mod:`gate.match.pending`); a waiting revocation is enforced at once, a waiting upsert
+  is applied once written. Nothing half-written stays on disk.
+* **Rollback is visible.** :meth:`TemplateCache.stream_seq` says how far central's streams
+  got; the link compares it with central's signed head and :meth:`TemplateCache.hold`\\ s
+  the cache (everyone to the staffed lane) while it is behind.
 * **Nothing outlives the event.** Expired templates and tombstones are dropped at load
-  and by :meth:`TemplateCache.purge_expired`, which needs only the clock (works offline);
-  purges are logged as counts.
+  and by :meth:`TemplateCache.purge_expired`, which needs only the clock (works offline).
 * **Crypto-erase.** :meth:`TemplateCache.wipe` destroys the wrapped data key and the
-  cache file (:func:`gate.match.erase.erase`) and zeroes the RAM copy.
+  cache files (:func:`gate.match.erase.erase`) and zeroes the RAM copy.
 
 The templates in RAM are a :class:`~gate.match.gallery.Gallery`; the
 :class:`~gate.match.matcher.Matcher` searches it under this cache's lock
@@ -40,23 +47,28 @@ from typing import Any, TypeVar, cast
 import numpy as np
 
 from gate.credentials import Key
-from gate.errors import CacheError, TemplateError
-from gate.match import cachefile, changes, validate
+from gate.errors import CacheError, StorageError, TemplateError
+from gate.match import arrays, cachefile, changes, validate
 from gate.match.atomic import remove_stale_temps
-from gate.match.datakey import DataKey
-from gate.match.erase import CACHE_FILE, JOURNAL_FILE, KEY_FILE, erase
+from gate.match.changes import DROP, REVOKE, SEQ, UPSERT, check_source, seq_pair, stream_index
+from gate.match.commit import Committer
+from gate.match.erase import erase
 from gate.match.gallery import Gallery
-from gate.match.journal import Journal
-from sync.templates import MOBILEFACENET, RECORD, TOMBSTONE, Array, Enrolment, TemplateModel
+from gate.match.pending import MAX_WAITING_BYTES, wipe_all
+from gate.match.state import State
+from gate.match.store import Store
+from sync.templates import (
+    MOBILEFACENET,
+    RECORD,
+    TOMBSTONE,
+    Array,
+    Enrolment,
+    TemplateModel,
+)
 
 log = logging.getLogger(__name__)
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-
-#: A journal smaller than this is appended to; beyond it (or a quarter of the snapshot)
-#: the next change writes a fresh snapshot.
-JOURNAL_MIN = 4 << 20
-
 
 def _locked(method: _F) -> _F:
     """Run a cache method under the cache's lock."""
@@ -69,26 +81,31 @@ def _locked(method: _F) -> _F:
 
 @dataclass(frozen=True)
 class Revocation:
-    """What the signed deletion receipt needs. ``applied`` is False for a stale revoke."""
+    """What the signed deletion receipt needs. ``applied`` is False for a stale revoke;
+    ``durable`` is False while the revocation is enforced in RAM but not yet written
+    (disk full): a receipt should wait until ``cache.durable_version >= cache_version``."""
 
     attendee: str
     seq: int
     applied_at: float
     cache_version: int
     applied: bool
+    durable: bool = True
 
 
 @dataclass(frozen=True)
 class Status:
     """Health of the cache, safe to show a technician (no ids)."""
 
-    state: str  # "ok", "empty" or "invalid"
+    state: str  # "ok", "empty" or "invalid" (files failed verification, or held)
     reason: str
     version: int
     attendees: int
     templates: int
     tombstones: int
     valid_until: int | None
+    pending: int = 0  # changes waiting to be written
+    storage: str = ""  # "" when writes work, else one line ("disk full: 3 changes waiting")
 
     @property
     def needs_resync(self) -> bool:
@@ -98,8 +115,9 @@ class Status:
     def __str__(self) -> str:
         if self.state == "invalid":
             return f"cache: invalid ({self.reason})"
-        return (f"cache: {self.state}, version {self.version}, {self.attendees} attendees, "
+        text = (f"cache: {self.state}, version {self.version}, {self.attendees} attendees, "
                 f"{self.templates} templates")
+        return f"{text}; {self.storage}" if self.storage else text
 
 
 class TemplateCache:
@@ -118,15 +136,12 @@ class TemplateCache:
         self.model = model
         self.clock = clock
         self.max_valid_s = max_valid_days * 86400
-        self._datakey = DataKey(self.directory / KEY_FILE, kek, binding.encode())
-        self._dek: bytes | None = None
-        self._journal: Journal | None = None
-        self._snapshot_size = 0
+        self._store = Store(self.directory, kek, binding)
         self._gallery = Gallery(dim=model.dim, coarse_min=coarse_min, threads=threads)
-        self._meta: dict[str, tuple[int, int]] = {}  # id -> (seq, valid_until)
-        self._tombs: dict[str, tuple[int, int]] = {}
-        self._version = 0
-        self._invalid: str | None = None
+        self._state = State(self._gallery)
+        self._commit = Committer(self._state, self._store, dim=model.dim, clock=clock)
+        self._pending = self._commit.pending
+        self._held: str | None = None
         # The link applies changes from its network thread while the gate loop matches:
         # a revocation holds this until it is applied, so no decision after it can see
         # the revoked attendee.
@@ -136,191 +151,164 @@ class TemplateCache:
 
     @property
     def version(self) -> int:
-        """Cache version: bumped by every change."""
-        return self._version
+        """Cache version: bumped by every change to who may enter (written or waiting;
+        a sequence note keeps it)."""
+        return self._state.version
+
+    @property
+    def durable_version(self) -> int:
+        """The newest version on stable storage (behind :attr:`version` while changes
+        wait for space, or while the cache is invalid)."""
+        return self._state.durable_version
 
     @property
     def valid(self) -> bool:
-        """False when the cache failed verification (everyone goes to the staffed lane)."""
-        return self._invalid is None
+        """False when the files failed verification (everyone goes to the staffed lane
+        until a verified snapshot arrives). A :meth:`hold` does not change this."""
+        return self._commit.invalid is None
+
+    @property
+    def _invalid(self) -> str | None:
+        """Why the files failed verification (tests set it to fake a broken cache)."""
+        return self._commit.invalid
+
+    @_invalid.setter
+    def _invalid(self, reason: str | None) -> None:
+        self._commit.invalid = reason
+
+    @property
+    def held(self) -> str | None:
+        """Why the cache is held (see :meth:`hold`), or None."""
+        return self._held
 
     @property
     def templates(self) -> int:
         """Templates held (rows of the gallery)."""
         return self._gallery.templates
 
+    def stream_seq(self, stream: str) -> int:
+        """The last central sequence number of ``stream`` ("templates" or "revocations")
+        this cache has applied, or holds waiting for space (a waiting revocation is
+        already enforced; a waiting upsert is not applied yet); -1 if none."""
+        return self._state.seqs[stream_index(stream)]
+
     @_locked
     def status(self) -> Status:
         """Counts and health, for ``gatectl`` and the status topic."""
-        ends = [v for _, v in self._meta.values()]
-        state = "invalid" if self._invalid else ("ok" if self._meta else "empty")
-        return Status(state, self._invalid or "", self._version, len(self._meta),
-                      self._gallery.templates, len(self._tombs), max(ends) if ends else None)
+        s = self._state
+        ends = [v for _, v in s.meta.values()]
+        reason = self._commit.invalid or self._held
+        state = "invalid" if reason else ("ok" if s.meta else "empty")
+        return Status(state, reason or "", s.version, len(s.meta), self._gallery.templates,
+                      len(s.tombs), max(ends) if ends else None, len(self._pending),
+                      self._storage_line())
+
+    def _storage_line(self) -> str:
+        n = len(self._pending)
+        if n:
+            return f"{self._pending.problem or 'not written'}: {n} change" \
+                   f"{'' if n == 1 else 's'} waiting"
+        if self._store.warning is not None:
+            return f"{self._store.warning.problem}: retried before the next change"
+        return self._commit.note
 
     def __contains__(self, attendee: object) -> bool:
-        return attendee in self._meta
+        return attendee in self._state.meta
 
     def expires_at(self, attendee: str) -> int | None:
         """When ``attendee``'s templates expire (None: not enrolled)."""
-        meta = self._meta.get(attendee)
+        meta = self._state.meta.get(attendee)
         return None if meta is None else meta[1]
 
     @contextmanager
     def searching(self) -> Iterator[Gallery | None]:
-        """Hold the cache still for one search: the gallery, or None while invalid."""
+        """Hold the cache still for one search: the gallery, or None while invalid or
+        held (the matcher then refuses everyone)."""
         with self._lock:
-            yield self._gallery if self._invalid is None else None
+            ok = self._commit.invalid is None and self._held is None
+            yield self._gallery if ok else None
 
-    # --- loading and saving ------------------------------------------------------------
+    @_locked
+    def hold(self, reason: str | None) -> None:
+        """Refuse every match while ``reason`` (e.g. "behind central: revocations 3 < 5");
+        None releases. Writes nothing; changes still apply meanwhile."""
+        if reason != self._held:
+            if reason:
+                log.error("cache: held (%s); refusing all matches", reason)
+            else:
+                log.warning("cache: hold released")
+        self._held = reason or None
+
+    # --- loading -----------------------------------------------------------------------
 
     @_locked
     def load(self) -> Status:
-        """Open the cache (snapshot, then journal). A bad cache makes it invalid."""
-        remove_stale_temps(self.directory)
-        path = self.directory / CACHE_FILE
+        """Open the cache (snapshot, then journal). Bad files make it invalid, untouched."""
+        self._drop_pending("reload")
+        self._state.clear()
+        self._commit.invalid, self._commit.note = None, ""
         try:
-            dek = self._datakey.load()
-            if dek is None:
-                if path.exists():
-                    raise CacheError("cache file without its data key")
-                log.info("cache: none yet")
-                return self.status()
-            contents = cachefile.open_cache(path, dek, self.binding)
-            try:
-                self._install(contents.records, contents.vectors, contents.tombstones)
-            finally:
-                contents.wipe()
-            journal = Journal(self.directory / JOURNAL_FILE, dek, contents.snapshot_id)
-            self._version = contents.version
-            replayed = self._replay(journal)
+            loaded = self._store.read()
         except CacheError as exc:
-            self._gallery.wipe()
-            self._meta.clear()
-            self._tombs.clear()
-            self._invalid = str(exc)
-            log.error("cache: invalid (%s); refusing all matches until a resync", exc)
+            self._commit.fail(exc)
             return self.status()
-        self._dek, self._journal = dek, journal
-        if journal.needs_reset:
-            journal.reset()
-        self._invalid = None
+        if loaded is None:
+            self._store.forget()
+            log.info("cache: none yet")
+            return self.status()
+        try:
+            replayed = self._state.replay(loaded, self.model.dim)
+        except CacheError as exc:
+            self._commit.fail(exc)
+            return self.status()
+        finally:
+            loaded.wipe()
+        self._store.adopt(loaded)
+        for note in loaded.notes:
+            log.warning("cache: crash recovery: %s", note)
+        try:  # only now that everything verified may anything be written
+            self._store.repair()
+        except StorageError as exc:
+            self._store.warning = exc
+            log.warning("cache: %s; retried before the next change", exc)
+        except CacheError as exc:
+            self._commit.fail(exc)
+            return self.status()
+        remove_stale_temps(self.directory)
         self._gallery.reindex()
         purged = self.purge_expired()
         log.info("cache: loaded version %d (%d journal entries), %d attendees, %d purged "
-                 "as expired", self._version, replayed, len(self._meta), purged)
+                 "as expired", self.version, replayed, len(self._state.meta), purged)
         return self.status()
-
-    def _replay(self, journal: Journal) -> int:
-        entries = journal.read()
-        try:
-            for entry in entries:
-                change = changes.decode(entry, self.model.dim)
-                if change.version != self._version + 1:
-                    raise CacheError("journal: versions out of order")
-                self._apply(change)
-                self._version = change.version
-                change.vectors.fill(0)
-        finally:
-            for entry in entries:
-                np.frombuffer(entry, np.uint8).fill(0)
-        return len(entries)
-
-    def _install(self, records: Array, vectors: Array, tombstones: Array, *,
-                 adopt: bool = False) -> None:
-        ids = [bytes(r).decode() for r in records["id"]]
-        self._gallery.replace_all(ids, records["count"].astype(np.int64), vectors, adopt=adopt)
-        self._meta = {i: (int(s), int(v)) for i, s, v in
-                      zip(ids, records["seq"], records["valid_until"], strict=True)}
-        self._tombs = {bytes(t["id"]).decode(): (int(t["seq"]), int(t["valid_until"]))
-                       for t in tombstones}
-
-    def _apply(self, change: changes.Change) -> None:
-        """Make one change in memory (from a call, or replayed from the journal)."""
-        if change.kind == changes.UPSERT:
-            at = 0
-            for r in change.records:
-                attendee, k = bytes(r["id"]).decode(), int(r["count"])
-                self._gallery.put(attendee, change.vectors[at:at + k])
-                at += k
-                self._meta[attendee] = (int(r["seq"]), int(r["valid_until"]))
-                self._tombs.pop(attendee, None)
-        elif change.kind == changes.REVOKE:
-            for t in change.records:
-                attendee = bytes(t["id"]).decode()
-                self._meta.pop(attendee, None)
-                self._gallery.remove(attendee, erase=True)
-                self._tombs[attendee] = (int(t["seq"]), int(t["valid_until"]))
-        else:
-            for raw in change.records:
-                attendee = bytes(raw).decode()
-                self._meta.pop(attendee, None)
-                self._gallery.remove(attendee, erase=True)
-            for raw in change.extra:
-                self._tombs.pop(bytes(raw).decode(), None)
-
-    def _commit(self, kind: bytes, first: Array, vectors: Array | None = None,
-                extra: Array | None = None) -> None:
-        """Apply a change, then make it durable: a journal entry, or a new snapshot."""
-        self._version += 1
-        dim = self.model.dim
-        change = changes.Change(kind, self._version, first,
-                                vectors if vectors is not None else
-                                np.zeros((0, dim), np.float32),
-                                extra if extra is not None else np.zeros(0, changes.ID))
-        self._apply(change)
-        self._gallery.reindex()
-        if self._invalid is not None:
-            # Never overwrite a cache that failed verification with a partial state: it
-            # stays for inspection until a verified snapshot replaces it (``replace``).
-            return
-        journal = self._journal
-        if journal is None or journal.size > max(JOURNAL_MIN, self._snapshot_size // 4):
-            self._save()
-            return
-        entry = changes.encode(kind, self._version, first, vectors, extra)
-        try:
-            journal.append(entry)
-        finally:
-            np.frombuffer(entry, np.uint8).fill(0)
-
-    def _save(self) -> None:
-        """Write the whole state as a new snapshot (atomic) and start a new journal."""
-        if self._dek is None:
-            self._dek = self._datakey.create()
-        ids = list(self._meta)
-        records = np.zeros(len(ids), RECORD)
-        if ids:
-            records["id"] = [i.encode() for i in ids]
-            records["seq"] = [self._meta[i][0] for i in ids]
-            records["valid_until"] = [self._meta[i][1] for i in ids]
-            records["count"] = self._gallery.counts(ids)
-        vectors, copied = self._gallery.export(ids) if ids else \
-            (np.zeros((0, self.model.dim), np.float32), True)
-        try:
-            snap = cachefile.seal(self.directory / CACHE_FILE, self._dek, self.binding,
-                                  version=self._version, records=records, vectors=vectors,
-                                  tombstones=_tomb_array(self._tombs), dim=self.model.dim)
-        finally:
-            if copied:
-                vectors.fill(0)
-        self._snapshot_size = vectors.nbytes + records.nbytes
-        self._journal = Journal(self.directory / JOURNAL_FILE, self._dek, snap)
-        self._journal.reset()
-
-    def _newest(self, attendee: str) -> int:
-        return max(self._meta.get(attendee, (-1, 0))[0], self._tombs.get(attendee, (-1, 0))[0])
 
     # --- changes -----------------------------------------------------------------------
 
+    def _newest(self, attendee: str) -> int:
+        return self._state.newest(attendee, self._pending)
+
     @_locked
-    def upsert(self, batch: Sequence[Enrolment]) -> tuple[int, int]:
+    def flush_pending(self) -> int:
+        """Write the changes waiting for space (call on a timer); returns how many still
+        wait. Every new change flushes them first, too."""
+        if self._pending:
+            self._commit.flush()
+        return len(self._pending)
+
+    @_locked
+    def upsert(self, batch: Sequence[Enrolment], *,
+               source: tuple[str, int] | None = None) -> tuple[int, int]:
         """Add or replace attendees; returns (applied, stale). All or nothing on error.
 
         An upsert whose seq is not newer than the attendee's current record or tombstone
-        is stale and skipped: a late message cannot undo a revocation.
+        is stale and skipped: a late message cannot undo a revocation. ``source`` is the
+        central message, (stream, seq), recorded even when everything was stale. If the
+        disk is full the upsert waits and is applied once written; StorageError (nothing
+        changed) when too much already waits.
         """
-        if self._invalid is not None:
-            raise CacheError(f"cache invalid ({self._invalid}); a full snapshot is needed")
+        if self._commit.invalid is not None:
+            raise CacheError(f"cache invalid ({self._commit.invalid}); a full snapshot is "
+                             "needed")
+        check_source(source)
         now = self.clock()
         seen: set[str] = set()
         checked = []
@@ -332,37 +320,52 @@ class TemplateCache:
             seen.add(e.attendee)
             checked.append((e, vectors))
         fresh = [(e, v) for e, v in checked if e.seq > self._newest(e.attendee)]
-        if fresh:
-            records = np.zeros(len(fresh), RECORD)
-            records["id"] = [e.attendee.encode() for e, _ in fresh]
-            records["seq"] = [e.seq for e, _ in fresh]
-            records["valid_until"] = [e.valid_until for e, _ in fresh]
-            records["count"] = [v.shape[0] for _, v in fresh]
-            vectors = np.concatenate([v for _, v in fresh])
-            try:
-                self._commit(changes.UPSERT, records, vectors)
-            finally:
-                vectors.fill(0)
-        for _, v in checked:
-            v.fill(0)
+        try:
+            if fresh:
+                self._room_for(sum(v.nbytes for _, v in fresh))
+                records = np.zeros(len(fresh), RECORD)
+                records["id"] = [e.attendee.encode() for e, _ in fresh]
+                records["seq"] = [e.seq for e, _ in fresh]
+                records["valid_until"] = [e.valid_until for e, _ in fresh]
+                records["count"] = [v.shape[0] for _, v in fresh]
+                vectors = np.concatenate([v for _, v in fresh])
+                self._commit.submit(self._commit.change(UPSERT, records, vectors,
+                                                        source=source))
+            elif source is not None:
+                self._note(source)
+        finally:
+            for _, v in checked:
+                v.fill(0)
+        self._gallery.reindex()
         stale = len(checked) - len(fresh)
-        log.info("cache: upsert applied=%d stale=%d version=%d", len(fresh), stale,
-                 self._version)
+        log.info("cache: upsert applied=%d stale=%d version=%d%s", len(fresh), stale,
+                 self.version, " (waiting)" if self._pending else "")
         return len(fresh), stale
 
-    def revoke(self, attendee: str, seq: int, *, valid_until: int | None = None) -> Revocation:
+    def _room_for(self, size: int) -> None:
+        if self._pending and self._pending.nbytes + size > MAX_WAITING_BYTES:
+            self._commit.flush()
+            if self._pending and self._pending.nbytes + size > MAX_WAITING_BYTES:
+                raise StorageError(f"{self._storage_line()}; upsert refused until they are "
+                                   "written", self._pending.problem)
+
+    def revoke(self, attendee: str, seq: int, *, valid_until: int | None = None,
+               source: tuple[str, int] | None = None) -> Revocation:
         """Revoke one attendee; see :meth:`revoke_many`."""
-        return self.revoke_many([(attendee, seq, valid_until)])[0]
+        return self.revoke_many([(attendee, seq, valid_until)], source=source)[0]
 
     @_locked
-    def revoke_many(self, items: Iterable[tuple[Any, Any, Any]]) -> list[Revocation]:
+    def revoke_many(self, items: Iterable[tuple[Any, Any, Any]], *,
+                    source: tuple[str, int] | None = None) -> list[Revocation]:
         """Revoke attendees (id, seq, tombstone end or None for the record's own end).
 
-        When this returns, none of them can match and the cache on disk no longer holds
-        their templates. A revoke not newer than the attendee's current seq is stale:
-        reported with ``applied=False`` and changes nothing. Values are checked here, so
-        items may come straight from a message.
+        When this returns, none of them can match; the cache on disk no longer holds
+        their templates unless ``durable`` is False (disk full: the journal record waits,
+        the revocation is enforced in RAM). A revoke not newer than the attendee's current
+        seq is stale: reported with ``applied=False`` and changes nothing. Values are
+        checked here, so items may come straight from a message.
         """
+        check_source(source)
         now = self.clock()
         todo = []
         for attendee, seq, end in items:
@@ -373,24 +376,46 @@ class TemplateCache:
         applied: dict[str, tuple[int, int]] = {}
         for attendee, seq, end in todo:
             if seq > max(self._newest(attendee), applied.get(attendee, (-1, 0))[0]):
-                own_end = self._meta.get(attendee, (0, 0))[1]
+                waiting = self._pending.newest(attendee)
+                own_end = max(self._state.meta.get(attendee, (0, 0))[1],
+                              waiting[1] if waiting else 0)
                 applied[attendee] = (seq, end if end is not None else
                                      max(own_end, int(now) + 86400))
+        durable = True
         if applied:
-            self._commit(changes.REVOKE, _tomb_array(applied))
+            durable = self._commit.submit(self._commit.change(
+                REVOKE, arrays.tomb_array(applied), source=source))
+        elif source is not None:
+            self._note(source)
+        self._gallery.reindex()
         at = self.clock()
-        log.info("cache: revoked=%d stale=%d version=%d", len(applied),
-                 len(todo) - len(applied), self._version)
-        return [Revocation(a, s, at, self._version, applied.get(a, (-1, 0))[0] == s)
+        log.info("cache: revoked=%d stale=%d version=%d%s", len(applied),
+                 len(todo) - len(applied), self.version, "" if durable else " (waiting)")
+        return [Revocation(a, s, at, self.version, applied.get(a, (-1, 0))[0] == s, durable)
                 for a, s, _ in todo]
 
     @_locked
+    def note_seq(self, stream: str, seq: int) -> None:
+        """Record that central message ``seq`` of ``stream`` was applied although it
+        changed nothing (all stale): a small journal record. Seqs only move forward."""
+        check_source((stream, seq))
+        self._note((stream, seq))
+
+    def _note(self, source: tuple[str, int]) -> None:
+        if source[1] > self._state.seqs[stream_index(source[0])]:
+            self._commit.submit(self._commit.change(SEQ, np.zeros(0, changes.ID),
+                                                    source=source))
+
+    @_locked
     def replace(self, batch: Sequence[Enrolment],
-                tombstones: Sequence[tuple[str, int, int]] = ()) -> Status:
+                tombstones: Sequence[tuple[str, int, int]] = (), *,
+                seqs: dict[str, int] | None = None) -> Status:
         """Install a verified full snapshot: everything else is dropped. All or nothing.
 
-        This is also how an invalid cache recovers: the broken file is replaced only
-        here, after the new contents validated.
+        ``seqs`` ({"templates": s, "revocations": r}) are the stream seqs it reflects.
+        This is also how an invalid cache recovers, and the only way: the broken files
+        are set aside (``NAME.invalid-TIME``) only here, after the new contents validated.
+        Revocations this gate holds that are newer than the snapshot's records still win.
         """
         ids = [e.attendee for e in batch]
         if len(set(ids)) != len(ids):
@@ -406,87 +431,81 @@ class TemplateCache:
             records["valid_until"] = [e.valid_until for e in batch]
             records["count"] = [v.shape[0] for v in checked]
         vectors = np.concatenate(checked) if checked else np.zeros((0, dim), np.float32)
+        for v in checked:
+            v.fill(0)
         tombs = np.zeros(len(tombstones), TOMBSTONE)
         for k, (attendee, seq, end) in enumerate(tombstones):
             validate.check_id_seq(attendee, seq)
             validate.check_valid_until(end, now, self.max_valid_s)
             tombs[k] = (attendee.encode(), seq, end)
         try:
-            return self.replace_arrays(records, vectors, tombs)
-        finally:
+            return self.replace_arrays(records, vectors, tombs, adopt=True, seqs=seqs)
+        except BaseException:
             vectors.fill(0)
-            for v in checked:
-                v.fill(0)
+            raise
 
     def replace_arrays(self, records: Array, vectors: Array, tombstones: Array, *,
-                       adopt: bool = False) -> Status:
+                       adopt: bool = False, seqs: dict[str, int] | None = None) -> Status:
         """:meth:`replace` for a snapshot already in the record layouts of
-        :mod:`sync.templates` (fast path for 100k templates: checks are vectorised). All
-        or nothing. The caller wipes ``vectors`` afterwards, unless ``adopt``: then, once
-        validated, it becomes the cache's own matrix (no copy) and the caller must drop it.
+        :mod:`sync.templates` (fast path for 100k templates: checks are vectorised, outside
+        the lock). All or nothing. The caller wipes ``vectors`` afterwards, unless
+        ``adopt``: then, once validated, it belongs to the cache (it may become the matrix)
+        and the caller must drop it. If the disk is full the snapshot waits, and until it
+        is written only what it removes is applied (an invalid cache stays invalid).
         """
-        now = self.clock()
+        validate.check_snapshot(records, vectors, tombstones, dim=self.model.dim,
+                                now=self.clock(), max_ahead_s=self.max_valid_s)
+        given = seq_pair(seqs)
+        if not adopt:
+            vectors = np.array(vectors, np.float32, order="C")
         with self._lock:
-            validate.check_snapshot(records, vectors, tombstones, dim=self.model.dim, now=now,
-                                    max_ahead_s=self.max_valid_s)
-            self._install(records, vectors, tombstones, adopt=adopt)
-            self._invalid = None
-            if not (self.directory / CACHE_FILE).exists() or self._dek is None:
-                self._dek = self._datakey.create()
-            self._version += 1
-            self._gallery.reindex()
-            self._save()
-        log.info("cache: snapshot installed, version %d, %d attendees", self._version,
-                 len(self._meta))
-        return self.status()
+            self._commit.replace(records, vectors, tombstones, given)
+            log.info("cache: snapshot installed, version %d, %d attendees%s", self.version,
+                     len(self._state.meta), " (waiting)" if self._pending else "")
+            return self.status()
 
     @_locked
     def purge_expired(self) -> int:
         """Drop templates and tombstones past ``valid_until``; returns how many attendees."""
         now = self.clock()
-        expired = [a for a, (_, end) in self._meta.items() if end <= now]
-        old_tombs = [a for a, (_, end) in self._tombs.items() if end <= now]
+        expired = [a for a, (_, end) in self._state.meta.items() if end <= now]
+        old_tombs = [a for a, (_, end) in self._state.tombs.items() if end <= now]
         if expired or old_tombs:
-            self._commit(changes.DROP, np.array([a.encode() for a in expired], changes.ID),
-                         extra=np.array([a.encode() for a in old_tombs], changes.ID))
+            self._commit.submit(self._commit.change(
+                DROP, np.array([a.encode() for a in expired], changes.ID),
+                extra=np.array([a.encode() for a in old_tombs], changes.ID)))
+            self._gallery.reindex()
             log.info("cache: purged %d expired attendees, %d tombstones", len(expired),
                      len(old_tombs))
         return len(expired)
 
     def next_expiry(self) -> float | None:
         """When the next template or tombstone expires (for the purge timer)."""
-        ends = [end for _, end in self._meta.values()] + \
-            [end for _, end in self._tombs.values()]
+        ends = [end for _, end in self._state.meta.values()] + \
+            [end for _, end in self._state.tombs.values()]
         return float(min(ends)) if ends else None
 
     # --- the end -----------------------------------------------------------------------
 
+    def _drop_pending(self, why: str) -> None:
+        if self._pending:
+            log.error("cache: %s with %d changes never written (central resends them: the "
+                      "stream seqs on disk are behind)", why, len(self._pending))
+            wipe_all(self._pending.take_all())
+
     @_locked
     def close(self) -> None:
         """Zero the RAM copy (templates, data key) and keep the files: shutdown."""
-        self._gallery.wipe()
-        self._meta.clear()
-        self._tombs.clear()
-        self._dek, self._journal = None, None
-        self._version = 0
+        self._drop_pending("closed")
+        self._state.clear()
+        self._store.forget()
 
     @_locked
     def wipe(self) -> None:
         """Crypto-erase: destroy the data key and the cache, zero the RAM copy."""
+        wipe_all(self._pending.take_all())
         erase(self.directory)
-        self._dek, self._journal = None, None
-        self._gallery.wipe()
-        self._meta.clear()
-        self._tombs.clear()
-        self._invalid = None
-        self._version = 0
+        self._store.forget()
+        self._state.clear()
+        self._commit.invalid, self._commit.note = None, ""
         log.warning("cache: wiped (crypto-erase)")
-
-
-def _tomb_array(tombs: dict[str, tuple[int, int]]) -> Array:
-    out = np.zeros(len(tombs), TOMBSTONE)
-    if tombs:
-        out["id"] = [i.encode() for i in tombs]
-        out["seq"] = [s for s, _ in tombs.values()]
-        out["valid_until"] = [v for _, v in tombs.values()]
-    return out

@@ -20,9 +20,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from gate.credentials import KEY_BYTES, Key
 from gate.errors import CacheError
 from gate.match.atomic import atomic_write, destroy
+from gate.match.files import read_regular
 
 _DEK_MAGIC = b"FPDK\x01"
 _DEK_AAD = b"facepass cache data key v1|"
+_SIZE = len(_DEK_MAGIC) + 12 + KEY_BYTES + 16
 
 
 class DataKey:
@@ -36,12 +38,13 @@ class DataKey:
         self._aad = _DEK_AAD + binding
 
     def load(self) -> bytes | None:
-        """The data key, or None when there is none yet. Raises CacheError if unusable."""
+        """The data key, or None when there is none yet. Raises CacheError if unusable
+        (including a link, directory or FIFO in its place)."""
         try:
-            blob = self.path.read_bytes()
+            blob = read_regular(self.path, 4096)
         except FileNotFoundError:
             return None
-        if not blob.startswith(_DEK_MAGIC) or len(blob) != len(_DEK_MAGIC) + 12 + KEY_BYTES + 16:
+        if not blob.startswith(_DEK_MAGIC) or len(blob) != _SIZE:
             raise CacheError("data key file is malformed")
         nonce = blob[len(_DEK_MAGIC):len(_DEK_MAGIC) + 12]
         try:

@@ -23,6 +23,16 @@ CACHE_FILE = "templates.cache"
 JOURNAL_FILE = "templates.journal"
 #: The order :func:`erase` destroys them in: the data key first.
 ERASE_ORDER = (KEY_FILE, CACHE_FILE, JOURNAL_FILE)
+#: Files of an invalid cache set aside when a verified snapshot replaced it
+#: (``NAME.invalid-TIME``): protected templates under the same keys, erased with the rest.
+ASIDE_GLOB = "templates.*.invalid-*"
+
+
+def set_aside(directory: Path) -> tuple[list[str], list[str]]:
+    """Names of the set-aside files in ``directory``: (wrapped data keys, the others)."""
+    names = sorted(p.name for p in Path(directory).glob(ASIDE_GLOB))
+    return [n for n in names if n.startswith(KEY_FILE)], \
+        [n for n in names if not n.startswith(KEY_FILE)]
 
 
 def erase(directory: Path) -> list[str]:
@@ -30,11 +40,14 @@ def erase(directory: Path) -> list[str]:
 
     Temporaries of an interrupted write go too (:func:`gate.match.atomic.atomic_write`
     names them ``.NAME.RANDOM.tmp``): one may hold a wrapped data key, so those of the key
-    file go right after it.
+    file go right after it. So do the files of an invalid cache set aside for inspection
+    (:func:`set_aside`).
     """
     directory = Path(directory)
+    keys, others = set_aside(directory)
     order = [KEY_FILE, *sorted(p.name for p in directory.glob(f".{KEY_FILE}.*.tmp")),
-             CACHE_FILE, JOURNAL_FILE, *sorted(p.name for p in directory.glob(".templates.*.tmp"))]
+             *keys, CACHE_FILE, JOURNAL_FILE, *others,
+             *sorted(p.name for p in directory.glob(".templates.*.tmp"))]
     gone = []
     for name in dict.fromkeys(order):  # in order, each once
         path = directory / name

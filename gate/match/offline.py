@@ -2,12 +2,14 @@
 
 ``gatectl cache info`` uses this while the gate service is stopped.
 
-:meth:`TemplateCache.load <gate.match.cache.TemplateCache.load>` repairs as it opens: it
-removes stale temporaries, truncates a torn journal tail, starts a fresh journal and purges
-expired attendees (a journal entry or a new snapshot). A diagnostic must change nothing, so
-:func:`inspect` reads the same files with the same parsers (data key, snapshot, journal)
-and replays the journal over counts only; nothing is written. Attendee ids are held only
-long enough to count them and never leave this module.
+:meth:`TemplateCache.load <gate.match.cache.TemplateCache.load>` may write after it has
+verified the files: it finishes what a crash interrupted (commits the journal record in
+flight, recreates a journal), removes stale temporaries and purges expired attendees. A
+diagnostic must change nothing, so :func:`inspect` uses only the read half,
+:meth:`Store.read <gate.match.store.Store.read>`, which verifies exactly what the load
+verifies (data key, snapshot, journal chain, journal head) and writes nothing, and replays
+the journal over counts only. Attendee ids are held only long enough to count them and
+never leave this module.
 
 ``gatectl cache wipe`` uses :func:`gate.match.erase.erase`, the on-disk half of
 :meth:`TemplateCache.wipe <gate.match.cache.TemplateCache.wipe>`: it needs no key (the
@@ -17,18 +19,14 @@ destroying the wrapped data key first makes the rest unreadable at once.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from gate.credentials import Key
 from gate.errors import CacheError
 from gate.match import cachefile, changes
-from gate.match.datakey import DataKey
-from gate.match.erase import CACHE_FILE, ERASE_ORDER, JOURNAL_FILE, KEY_FILE
-from gate.match.journal import Journal
+from gate.match.erase import ERASE_ORDER, set_aside
+from gate.match.store import Loaded, Store
 from sync.templates import MOBILEFACENET, TemplateModel
 
 #: The cache's files (in :func:`gate.match.erase.erase` order: data key first).
@@ -57,14 +55,18 @@ class CacheInfo:
     next_expiry: float | None = None
     key_source: str = ""
     files: dict[str, int] = field(default_factory=dict)
+    #: Last central sequence number applied per stream (-1: none); empty when unread.
+    stream_seqs: dict[str, int] = field(default_factory=dict)
 
 
 def disk_usage(directory: Path) -> dict[str, int]:
-    """Bytes of each cache file present in ``directory``."""
+    """Bytes of each cache file present in ``directory`` (links not followed), including
+    the files of an invalid cache set aside when a snapshot replaced it."""
     sizes = {}
-    for name in FILES:
+    keys, others = set_aside(directory)
+    for name in (*FILES, *keys, *others):
         try:
-            sizes[name] = (Path(directory) / name).stat().st_size
+            sizes[name] = (Path(directory) / name).lstat().st_size
         except FileNotFoundError:
             continue
     return sizes
@@ -84,16 +86,18 @@ def inspect(directory: Path, kek: Key | None, binding: cachefile.Binding, *, now
         return CacheInfo("empty", "no cache yet", 0, 0, 0, 0, 0, key_source=key_source)
     if kek is None:
         return CacheInfo("locked", locked_reason, key_source=key_source, files=files)
+    loaded: Loaded | None = None
     try:
-        dek = DataKey(directory / KEY_FILE, kek, binding.encode()).load()
-        if dek is None:
-            if (directory / CACHE_FILE).exists():
-                raise CacheError("cache file without its data key")
+        loaded = Store(directory, kek, binding).read()
+        if loaded is None or loaded.contents is None:
             return CacheInfo("empty", "no cache yet", 0, 0, 0, 0, 0, key_source=key_source,
                              files=files)
-        meta, tombs, version = _replay(directory, dek, binding, model.dim)
+        meta, tombs, version, seqs = _replay(loaded, model.dim)
     except CacheError as exc:
         return CacheInfo("invalid", str(exc), key_source=key_source, files=files)
+    finally:
+        if loaded is not None:
+            loaded.wipe()
     live = [(end, count) for _seq, end, count in meta.values() if end > now]
     live_tombs = [end for _seq, end in tombs.values() if end > now]
     ends = [end for end, _ in live]
@@ -101,7 +105,8 @@ def inspect(directory: Path, kek: Key | None, binding: cachefile.Binding, *, now
         "ok" if live else "empty", "", version, len(live), sum(c for _, c in live),
         len(live_tombs), len(meta) - len(live), min(ends) if ends else None,
         max(ends) if ends else None,
-        float(min(ends + live_tombs)) if ends or live_tombs else None, key_source, files)
+        float(min(ends + live_tombs)) if ends or live_tombs else None, key_source, files,
+        dict(zip(changes.STREAMS, seqs, strict=True)))
 
 
 # id -> (seq, valid_until, templates); tombstones: id -> (seq, valid_until)
@@ -109,37 +114,31 @@ _Meta = dict[bytes, tuple[int, int, int]]
 _Tombs = dict[bytes, tuple[int, int]]
 
 
-def _replay(directory: Path, dek: bytes, binding: cachefile.Binding, dim: int
-            ) -> tuple[_Meta, _Tombs, int]:
+def _replay(loaded: Loaded, dim: int) -> tuple[_Meta, _Tombs, int, tuple[int, int]]:
     """Snapshot plus journal, as counts: the same steps as the cache's load, in RAM."""
-    contents = cachefile.open_cache(directory / CACHE_FILE, dek, binding)
-    try:
-        r = contents.records
-        meta: _Meta = {bytes(i): (int(s), int(v), int(c)) for i, s, v, c in
-                       zip(r["id"], r["seq"], r["valid_until"], r["count"], strict=True)}
-        t = contents.tombstones
-        tombs: _Tombs = {bytes(i): (int(s), int(v)) for i, s, v in
-                         zip(t["id"], t["seq"], t["valid_until"], strict=True)}
-        version, snapshot = contents.version, contents.snapshot_id
-    finally:
-        contents.wipe()
-    entries = _journal_entries(directory / JOURNAL_FILE, dek, snapshot)
-    try:
-        for entry in entries:
-            change = changes.decode(entry, dim)
-            change.vectors.fill(0)
-            if change.version != version + 1:
-                raise CacheError("journal: versions out of order")
-            version = change.version
-            _apply(change, meta, tombs)
-    finally:
-        for entry in entries:
-            np.frombuffer(entry, np.uint8).fill(0)
-    return meta, tombs, version
+    contents = loaded.contents
+    assert contents is not None
+    r = contents.records
+    meta: _Meta = {bytes(i): (int(s), int(v), int(c)) for i, s, v, c in
+                   zip(r["id"], r["seq"], r["valid_until"], r["count"], strict=True)}
+    t = contents.tombstones
+    tombs: _Tombs = {bytes(i): (int(s), int(v)) for i, s, v in
+                     zip(t["id"], t["seq"], t["valid_until"], strict=True)}
+    version, seqs = contents.version, contents.meta.seqs
+    for entry in loaded.entries:
+        change = changes.decode(entry, dim)
+        change.wipe()
+        if change.version != changes.next_version(change.kind, version):
+            raise CacheError("journal: versions out of order")
+        version = change.version
+        seqs = (max(seqs[0], change.seqs[0]), max(seqs[1], change.seqs[1]))
+        _apply(change, meta, tombs)
+    return meta, tombs, version, seqs
 
 
 def _apply(change: changes.Change, meta: _Meta, tombs: _Tombs) -> None:
-    """One journal change on the counts (mirrors the store's ``_apply``)."""
+    """One journal change on the counts (mirrors :meth:`gate.match.state.State.apply`;
+    a sequence note changes no count)."""
     if change.kind == changes.UPSERT:
         for rec in change.records:
             attendee = bytes(rec["id"])
@@ -150,27 +149,8 @@ def _apply(change: changes.Change, meta: _Meta, tombs: _Tombs) -> None:
             attendee = bytes(tomb["id"])
             meta.pop(attendee, None)
             tombs[attendee] = (int(tomb["seq"]), int(tomb["valid_until"]))
-    else:
+    elif change.kind == changes.DROP:
         for raw in change.records:
             meta.pop(bytes(raw), None)
         for raw in change.extra:
             tombs.pop(bytes(raw), None)
-
-
-def _journal_entries(path: Path, dek: bytes, snapshot: bytes) -> list[bytearray]:
-    """The journal's decrypted entries, read from a copy in RAM.
-
-    :meth:`Journal.read` truncates a torn last entry in place (right for the gate, which
-    appends next); reading a memfd copy keeps the parser and leaves the file as it is.
-    """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    fd = os.memfd_create("gate-journal", os.MFD_CLOEXEC)
-    try:
-        with open(fd, "wb", closefd=False) as f:
-            f.write(data)
-        return Journal(Path(f"/proc/self/fd/{fd}"), dek, snapshot).read()
-    finally:
-        os.close(fd)

@@ -78,6 +78,9 @@ class GateService:
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
         self._fps = 0.0
         self._stalled = False
+        #: How often the MQTT link had to be restarted (its thread died or stalled).
+        self.link_restarts = 0
+        self._link_restarted_at = -float("inf")
 
     # --- start-up ----------------------------------------------------------------------
 
@@ -187,21 +190,64 @@ class GateService:
                 self._fps = (rt.stats.frames - frames) / max(now - t_frames, 1e-6)
                 frames, t_frames, last_status = rt.stats.frames, now, now
                 self._housekeeping()
+                self._check_link(now)
                 if not self._stalled:
                     self.notifier.status(self.status_line())
 
     def _housekeeping(self) -> None:
         """Delete what has expired (P7): templates past valid_until, as soon as they pass,
-        not at the next restart; entry records older than the anti-passback window."""
+        not at the next restart; entry records older than the anti-passback window. Write
+        what waited for disk space (cache changes, outbox messages)."""
+        steps: list[Callable[[], object]] = []
+        if self.cache is not None:
+            cache = self.cache
+            steps.append(cache.flush_pending)
+            steps.append(lambda: cache.purge_expired()
+                         if (due := cache.next_expiry()) is not None and due <= time.time()
+                         else 0)
+        if self.entries is not None:
+            entries = self.entries
+            steps.append(lambda: entries.forget_before(
+                time.time() - self.cfg.lane.entry_window_h * 3600))
+        if self.link is not None:
+            steps += [self.link.retry_backlog, self.link.state.remember]
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # the supervisor must keep pinging; try next time
+                log.error("housekeeping: %s (%s)", type(exc).__name__,
+                          str(exc).splitlines()[0][:200] if str(exc) else "")
+
+    def _check_link(self, now: float) -> None:
+        """Probe the MQTT link; restart it when its thread died or stopped answering."""
+        link = self.link
+        if link is None or self.phase != "serving":
+            return
         try:
-            if self.cache is not None:
-                due = self.cache.next_expiry()
-                if due is not None and due <= time.time():
-                    self.cache.purge_expired()
-            if self.entries is not None:
-                self.entries.forget_before(time.time() - self.cfg.lane.entry_window_h * 3600)
-        except Exception:  # the supervisor must keep pinging; log and try next time
-            log.exception("housekeeping failed")
+            if link.stalled(after_s=max(3 * self.cfg.service.status_interval_s, 15.0)):
+                if now - self._link_restarted_at >= 30.0:
+                    self.link_restarts += 1
+                    self._link_restarted_at = now
+                    log.error("watchdog: MQTT link not answering; restarting it (%d)",
+                              self.link_restarts)
+                    link.restart()
+            else:
+                link.heartbeat()
+        except Exception as exc:
+            log.error("watchdog: link check failed (%s)", type(exc).__name__)
+
+    def health(self) -> list[str]:
+        """Everything that is not as it should be, one line each (empty: all well)."""
+        out = list(self.link.health()) if self.link is not None else []
+        if self.cache is not None:
+            st = self.cache.status()
+            if st.storage:
+                out.append(st.storage)
+        if self.runtime is not None and self.runtime.stats.degraded:
+            out.append(self.runtime.stats.degraded_reason)
+        if self.link_restarts:
+            out.append(f"MQTT link restarted {self.link_restarts} times")
+        return out
 
     # --- status and requests -----------------------------------------------------------
 
@@ -221,6 +267,10 @@ class GateService:
             parts.append(f"outbox {self.link.outbox_depth()}")
         if self.runtime is not None:
             parts.append(f"entries {self.runtime.stats.entries}")
+        health = self.health()
+        if health:
+            more = f" (+{len(health) - 1} more)" if len(health) > 1 else ""
+            parts.append(f"degraded: {health[0]}{more}")
         return " · ".join(parts)
 
     def status(self) -> dict[str, Any]:
@@ -231,7 +281,7 @@ class GateService:
             "event": self.cfg.gate.event, "pid": os.getpid(),
             "state": rt.policy.phase.value if rt else self.phase,
             "uptime_s": round(self.clock() - self.started, 1),
-            "mode": self.cfg.lane.mode, "stalled": self._stalled,
+            "mode": self.cfg.lane.mode, "stalled": self._stalled, "health": self.health(),
             "models": {"embedder": self.cfg.models.embedder,
                        "files": {role: pin.sha256 for role, pin in manifest().items()}},
             "hardening": {"core_dumps_off": not self.hardening.core_dumps,

@@ -42,7 +42,7 @@ from tests.broker import (
 VENUE, EVENT, GATES = "arena", "final-2026", ("gate-1", "gate-2")
 T = f"gate/v1/{VENUE}"
 PRIVATE = ["ca/ca.key", "broker/broker.key", "admin/client.key", "central/client.key",
-           "central/sign.key", "central/protection.secret"]
+           "central/sign.key", "central/protection.secret", "central/db.key"]
 PUBLIC = ["venue.json", "ca/ca.crt", "broker/broker.crt", "broker/mosquitto.conf",
           "broker/acl", "admin/client.crt", "central/client.crt"]
 GATE_PRIVATE = ["client.key", "credentials/cache-key", "credentials/template-key",
@@ -171,6 +171,13 @@ def test_template_key_is_the_event_key_of_the_protection_secret(venue):
     # The cache keys, by contrast, are per gate.
     assert len({(venue / "gates" / g / "credentials" / "cache-key").read_bytes()
                 for g in GATES}) == len(GATES)
+    # central.db's data key is central's alone: no gate holds it, no public file names it.
+    db_key = (venue / "central" / "db.key").read_bytes()
+    assert len(db_key) == 32 and db_key not in (secret, event_key(secret, VENUE, EVENT))
+    for path in venue.rglob("*"):
+        if path.is_file() and path != venue / "central" / "db.key":
+            assert db_key not in path.read_bytes(), path
+    assert base64.b64encode(db_key).decode() not in (venue / "venue.json").read_text()
 
 
 def test_broker_config_and_acl(venue):
@@ -179,7 +186,8 @@ def test_broker_config_and_acl(venue):
                  "listener 8883 127.0.0.1", f"cafile {venue}/ca/ca.crt",
                  f"certfile {venue}/broker/broker.crt", f"keyfile {venue}/broker/broker.key",
                  "require_certificate true", "use_identity_as_username true",
-                 "tls_version tlsv1.2", f"acl_file {venue}/broker/acl", "persistence true",
+                 "use_username_as_clientid true", "tls_version tlsv1.2",
+                 f"acl_file {venue}/broker/acl", "persistence true",
                  f"persistence_location {venue}/broker/data/", "max_queued_messages 200000",
                  "max_inflight_messages 100", "message_size_limit 8388608",
                  "log_type error", "log_type warning", "log_dest stderr"]:
@@ -189,7 +197,8 @@ def test_broker_config_and_acl(venue):
     assert f"user central\ntopic readwrite {T}/#\n" in acl
     assert "user admin\ntopic read #\n" in acl
     assert (f"user gate-2\ntopic read {T}/gate-2/templates\ntopic read {T}/gate-2/revocations\n"
-            f"topic read {T}/gate-2/commands\ntopic write {T}/gate-2/events\n"
+            f"topic read {T}/gate-2/commands\ntopic read {T}/gate-2/head\n"
+            f"topic write {T}/gate-2/events\n"
             f"topic write {T}/gate-2/receipts\ntopic write {T}/gate-2/status\n"
             f"topic read {T}/+/events\n") in acl
 

@@ -34,10 +34,12 @@ from sync.schemas import (
     MAX_SNAPSHOT_CHUNKS,
     Command,
     EntryEvent,
+    Head,
     RevokeItem,
     SnapshotChunk,
     SnapshotManifest,
 )
+from sync.templates import ID_PATTERN
 from tests.support import ROOT
 
 SPEC = yaml.safe_load((ROOT / "sync" / "asyncapi.yaml").read_text())
@@ -53,8 +55,8 @@ EVENT_ID = messages.uuid7(1_795_000_000_000)
 MARK = "Q\u00a7mark"
 #: Message type -> the topic kind it travels on.
 KIND = {"revoke": "revocations", "upsert": "templates", "snapshot_begin": "templates",
-        "snapshot_chunk": "templates", "command": "commands", "event": "events",
-        "receipt": "receipts"}
+        "snapshot_chunk": "templates", "command": "commands", "head": "head",
+        "event": "events", "receipt": "receipts"}
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 
 
@@ -69,6 +71,7 @@ PARSERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "snapshot_begin": schemas.snapshot_begin,
     "snapshot_chunk": schemas.snapshot_chunk,
     "command": schemas.command,
+    "head": schemas.head,
     "event": _event,
 }
 
@@ -103,10 +106,14 @@ VALID: list[tuple[str, dict[str, Any], Any]] = [
      [RevokeItem("att-1", 0, 1_900_000_000), RevokeItem("b:2", 2**63 - 1)]),
     ("upsert", {"sealed": SEALED}, SEALED),
     ("snapshot_begin", {"snapshot": "s-1", "chunks": 1, "records": 0, "tombstones": 0,
-                        "sha256": SHA}, SnapshotManifest("s-1", 1, 0, 0, SHA)),
+                        "sha256": SHA, "revocations": -1},
+     SnapshotManifest("s-1", 1, 0, 0, SHA, -1)),
     ("snapshot_begin", {"snapshot": EVENT_ID, "chunks": MAX_SNAPSHOT_CHUNKS,
-                        "records": 100_000, "tombstones": 7, "sha256": SHA},
-     SnapshotManifest(EVENT_ID, MAX_SNAPSHOT_CHUNKS, 100_000, 7, SHA)),
+                        "records": 100_000, "tombstones": 7, "sha256": SHA,
+                        "revocations": 2**63 - 1},
+     SnapshotManifest(EVENT_ID, MAX_SNAPSHOT_CHUNKS, 100_000, 7, SHA, 2**63 - 1)),
+    ("head", {"templates": -1, "revocations": -1}, Head(-1, -1)),
+    ("head", {"templates": 12, "revocations": 2**63 - 1}, Head(12, 2**63 - 1)),
     ("snapshot_chunk", {"snapshot": "s-1", "index": 0, "sealed": SEALED},
      SnapshotChunk("s-1", 0, SEALED)),
     ("command", {"name": "resync"}, Command("resync", {})),
@@ -153,7 +160,9 @@ def test_the_snapshot_limit_is_the_specs():
 # --- malformed bodies --------------------------------------------------------------------
 
 REVOKE_ITEM = {"attendee": "att-1", "seq": 1}
-BEGIN = {"snapshot": "s-1", "chunks": 2, "records": 5, "tombstones": 0, "sha256": SHA}
+BEGIN = {"snapshot": "s-1", "chunks": 2, "records": 5, "tombstones": 0, "sha256": SHA,
+         "revocations": 3}
+HEAD = {"templates": 4, "revocations": 9}
 CHUNK = {"snapshot": "s-1", "index": 0, "sealed": SEALED}
 EVENT = {"event_id": EVENT_ID, "attendee": "att-1", "gate": GATE, "at": 1_795_000_000_000}
 ROTATE = {"kid": "central-2", "public_key": PUB}
@@ -176,6 +185,22 @@ MALFORMED: list[tuple[str, dict[str, Any], str]] = [
     ("snapshot_begin", {**BEGIN, "extra": MARK}, "snapshot_begin: wrong fields"),
     ("snapshot_begin", {k: v for k, v in BEGIN.items() if k != "sha256"},
      "snapshot_begin: wrong fields"),
+    ("snapshot_begin", {k: v for k, v in BEGIN.items() if k != "revocations"},
+     "snapshot_begin: wrong fields"),
+    ("snapshot_begin", {**BEGIN, "revocations": -2}, "snapshot_begin: bad revocations"),
+    ("snapshot_begin", {**BEGIN, "revocations": True}, "snapshot_begin: bad revocations"),
+    ("snapshot_begin", {**BEGIN, "revocations": MARK}, "snapshot_begin: bad revocations"),
+    ("snapshot_begin", {**BEGIN, "revocations": 2**63}, "snapshot_begin: bad revocations"),
+    ("head", {}, "head: wrong fields"),
+    ("head", {**HEAD, "extra": MARK}, "head: wrong fields"),
+    ("head", {"templates": 4}, "head: wrong fields"),
+    ("head", {**HEAD, "templates": -2}, "head: bad templates"),
+    ("head", {**HEAD, "templates": MARK}, "head: bad templates"),
+    ("head", {**HEAD, "revocations": None}, "head: bad revocations"),
+    ("head", {**HEAD, "revocations": 2**63}, "head: bad revocations"),
+    ("event", {**EVENT, "at": -1}, "event: wrong fields"),
+    ("event", {**EVENT, "at": 2**63}, "event: wrong fields"),  # no database can hold it
+    ("event", {**EVENT, "attendee": MARK}, "event: wrong fields"),
     ("snapshot_begin", {**BEGIN, "chunks": MARK}, "snapshot_begin: bad chunks"),
     ("snapshot_begin", {**BEGIN, "chunks": True}, "snapshot_begin: bad chunks"),
     ("snapshot_begin", {**BEGIN, "chunks": -1}, "snapshot_begin: bad chunks"),
@@ -235,8 +260,6 @@ BEYOND_SPEC: list[tuple[str, dict[str, Any], str]] = [
      "public key"),
     ("snapshot_begin", {**BEGIN, "chunks": 2.0}, "snapshot_begin: bad chunks"),  # JSON: 2
     ("event", {**EVENT, "gate": "lane-2"}, "event: wrong fields"),  # not its publisher
-    ("event", {**EVENT, "at": -1}, "event: wrong fields"),
-    ("event", {**EVENT, "at": 2**63}, "event: wrong fields"),  # no database can hold it
 ]
 
 
@@ -269,7 +292,8 @@ def test_an_event_is_read_only_for_the_gate_that_published_it():
 
 FIELDS = sorted({"items", "attendee", "seq", "valid_until", "sealed", "snapshot", "chunks",
                  "records", "tombstones", "sha256", "index", "name", "args", "kid",
-                 "public_key", "event_id", "gate", "at", "epk", "nonce", "ct"})
+                 "public_key", "event_id", "gate", "at", "epk", "nonce", "ct", "revocations",
+                 "templates"})
 #: Values that get past the first checks (so the garbage reaches the later ones).
 PLAUSIBLE: list[Any] = [0, 1, 2, -1, 2**63 - 1, 2**63, True, False, None, 1.0, "", "att-1", GATE,
              "lane-2", "s-1", SHA, SHA.upper(), EVENT_ID, *COMMANDS, "central-2", PUB, {},
@@ -284,7 +308,7 @@ json_values = st.recursive(leaves, lambda c: st.lists(c, max_size=4) |
 any_body = st.dictionaries(keys, json_values, max_size=6)
 #: A well-formed body of each type, to break one field at a time.
 TEMPLATES = {"revoke": {"items": [dict(REVOKE_ITEM)]}, "upsert": {"sealed": SEALED},
-             "snapshot_begin": BEGIN, "snapshot_chunk": CHUNK,
+             "snapshot_begin": BEGIN, "snapshot_chunk": CHUNK, "head": HEAD,
              "command": {"name": "rotate_signing_key", "args": ROTATE}, "event": EVENT}
 
 
@@ -329,7 +353,9 @@ def _check_accepted(mtype: str, body: dict[str, Any], got: Any) -> None:
     elif mtype == "upsert":
         assert set(body) == {"sealed"} and got is body["sealed"]
     elif mtype == "snapshot_begin":
-        assert set(body) == {"snapshot", "chunks", "records", "tombstones", "sha256"}
+        assert set(body) == {"snapshot", "chunks", "records", "tombstones", "sha256",
+                             "revocations"}
+        assert count(got.revocations, -1)
         assert isinstance(got.snapshot, str) and count(got.chunks, 1, MAX_SNAPSHOT_CHUNKS)
         for n in (got.records, got.tombstones):
             assert isinstance(n, int) and not isinstance(n, bool) and n >= 0
@@ -344,10 +370,14 @@ def _check_accepted(mtype: str, body: dict[str, Any], got: Any) -> None:
             assert isinstance(got.args["kid"], str) and messages.KID.fullmatch(got.args["kid"])
             assert isinstance(got.args["public_key"], str)
             messages.public_key(got.args["public_key"])
+    elif mtype == "head":
+        assert set(body) == {"templates", "revocations"}
+        assert count(got.templates, -1) and count(got.revocations, -1)
     else:
         assert set(body) == {"event_id", "attendee", "gate", "at"} and got.gate == GATE
         assert isinstance(got.event_id, str) and UUID.fullmatch(got.event_id)
         assert isinstance(got.attendee, str) and count(got.at_ms)
+        assert ID_PATTERN.fullmatch(got.attendee)
 
 
 def _parse_garbage(mtype: str, body: dict[str, Any]) -> None:

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,67 +21,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jsonschema import Draft202012Validator
 
 from central.cli import main
-from central.core import Central
-from central.pki import init_venue
 from gate.config import from_dict
 from gate.link.link import GateLink
 from gate.link.mqtt import MqttTransport
 from gate.match.decision import Outcome
-from gate.sim.venue import SimGate, open_gate
 from gate.templates import open_templates
 from sync import messages, payloads
 from sync.seal import seal
 from sync.templates import Enrolment
 from tests import broker as tb
 from tests.support import DAY, DIM, ROOT, unit
-
-VENUE, EVENT, GATES = "arena", "final", ("lane-1", "lane-2")
-
-
-def wait_for(condition: Any, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class Venue:
-    """Broker, central, two gates and an admin watching every message."""
-
-    def __init__(self, root: Path) -> None:
-        self.dir = root / "venue"
-        init_venue(self.dir, venue=VENUE, event=EVENT, gates=list(GATES))
-        self.broker = tb.Broker(self.dir).start()
-        self.seen: list[tuple[str, bytes]] = []
-        self.admin = tb.connect(self.dir, "admin", client_id="admin")
-        self.admin.on_message = lambda _c, _u, m: self.seen.append((m.topic, bytes(m.payload)))
-        self.admin.subscribe("#", qos=1)
-        self.central = Central(self.dir, port=self.broker.port)
-        self.central.connect()
-        self.gates: dict[str, SimGate] = {}
-        self.states = {g: root / f"state-{g}" for g in GATES}
-        for g in GATES:
-            self.open(g)
-
-    def open(self, gate: str) -> SimGate:
-        g = open_gate(self.dir, gate, self.states[gate], host="127.0.0.1",
-                      port=self.broker.port, fixed_threshold=0.5)
-        g.link.start()
-        assert g.link.wait_connected(10)
-        self.gates[gate] = g
-        return g
-
-    def close_gate(self, gate: str) -> None:
-        self.gates.pop(gate).close()
-
-    def close(self) -> None:
-        for g in list(self.gates):
-            self.close_gate(g)
-        self.central.close()
-        tb.close(self.admin)
-        self.broker.stop()
+from tests.venue import EVENT, GATES, VENUE, Venue, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -166,11 +115,11 @@ def test_every_message_on_the_broker_is_allowed_and_valid(venue, pipeline, photo
         assert not any(b in payload.decode() for b in raw_b64)
         if kind == "templates":
             assert set(env["body"]) <= {"sealed", "snapshot", "index", "chunks", "records",
-                                        "tombstones", "sha256"}
+                                        "tombstones", "sha256", "revocations"}
         if kind == "status":
             assert "att-" not in payload.decode()  # counts only, never an attendee
     assert {"upsert", "snapshot_begin", "snapshot_chunk", "revoke", "event", "receipt",
-            "status"} <= kinds
+            "status", "head"} <= kinds
 
 
 def _publish_raw(venue: Venue, gate: str, kind: str, payload: bytes) -> None:

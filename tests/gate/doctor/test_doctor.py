@@ -526,3 +526,43 @@ central_keys = ["central-1={facts['central']['sign_pub']}"]
     assert [c["name"] for c in failed] == ["broker"], failed
     assert [c["detail"].split(":")[0] for c in report["checks"] if c["name"] == "keys"] == [
         "cache-key", "template-key", "sign-key", "seal-key", "mqtt-key.pem"]
+
+
+def test_the_broker_check_leaves_the_gates_queued_messages_to_the_gate(venue):
+    """The broker names a session after the certificate, so the doctor's connection is the
+    gate's session: what the broker queued for the (stopped) gate must still reach it."""
+    d, b = venue
+    topic = f"gate/v1/{VENUE}/lane-1/revocations"
+    # The gate's persistent session, with its subscription, then the gate goes away.
+    gate = tb.connect(d, "lane-1", client_id="lane-1", clean_start=False,
+                      session_expiry=3600)
+    tb.subscribe(gate, topic)
+    tb.close(gate)
+    central = tb.connect(d, "central", client_id="central-test")
+    tb.publish(central, topic, b"queued for the gate")
+    tb.close(central)
+    link, acl = broker_check.check_broker(sync_cfg(d, "lane-1", b.port), credentials_dir=None)
+    assert (link.status, acl.status) == (Status.OK, Status.OK)
+    back = tb.connect(d, "lane-1", client_id="lane-1", clean_start=False,
+                      session_expiry=3600)
+    try:
+        got = tb.inbox(back).get(timeout=5)
+        assert (got.topic, got.payload) == (topic, b"queued for the gate")
+    finally:
+        tb.close(back)
+
+
+def test_with_the_service_running_the_broker_check_does_not_connect(venue, monkeypatch):
+    d, b = venue
+
+    def no_connect(*_a: Any, **_k: Any) -> None:
+        raise AssertionError("the doctor connected while the service holds the session")
+
+    monkeypatch.setattr(broker_check.mqtt.Client, "connect", no_connect)
+    cfg = sync_cfg(d, "lane-1", b.port)
+    up = {"broker": {"enabled": True, "connected": True}}
+    link, acl = broker_check.check_broker(cfg, credentials_dir=None, service=up)
+    assert link.status is Status.OK and acl.status is Status.SKIP
+    down = {"broker": {"enabled": True, "connected": False}}
+    [link, _] = broker_check.check_broker(cfg, credentials_dir=None, service=down)
+    assert link.failed and "not connected" in link.detail

@@ -9,88 +9,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from gate.link.handler import MessageHandler
-from gate.link.state import STATE_FILE, SyncState
 from gate.match.decision import Outcome
-from gate.templates import Templates
 from sync import messages, payloads
-from sync.seal import seal
 from sync.templates import Enrolment
+from tests.linkrig import PEER, VENUE, Central, Rig
 from tests.support import DAY, Clock, protector, random_unit
-
-VENUE, GATE, PEER = "venue-1", "gate-1", "gate-2"
-
-
-class Central:
-    """Signs (and seals) central's messages as the reference central would."""
-
-    def __init__(self, seal_pub: Any) -> None:
-        self.key = Ed25519PrivateKey.generate()
-        self.seal_pub = seal_pub
-        self.seqs: dict[str, int] = {}
-
-    @property
-    def pin(self) -> dict[str, str]:
-        return {"central-1": messages.b64(self.key.public_key().public_bytes_raw())}
-
-    def message(self, kind: str, mtype: str, body: dict[str, Any], *,
-                seq: int | None = None) -> tuple[str, bytes]:
-        topic = messages.topic(VENUE, GATE, kind)
-        if seq is None:
-            seq = self.seqs.get(kind, -1) + 1
-        self.seqs[kind] = seq
-        return topic, messages.sign(topic, mtype=mtype, seq=seq, ts_ms=0, kid="central-1",
-                                    body=body, key=self.key)
-
-    def sealed(self, kind: str, plain: bytearray) -> tuple[int, dict[str, Any]]:
-        seq = self.seqs.get(kind, -1) + 1
-        return seq, seal(plain, self.seal_pub, topic=messages.topic(VENUE, GATE, kind),
-                         seq=seq, gate=GATE)
-
-
-class Rig:
-    """A handler over a real cache and SQLite state; receipts collected as queued."""
-
-    def __init__(self, templates: Templates, state_dir: Path, clock: Clock) -> None:
-        self.cache, self.matcher = templates
-        self.cache.load()
-        self.state = SyncState(state_dir / STATE_FILE)
-        self.seal_key = X25519PrivateKey.generate()
-        self.central = Central(self.seal_key.public_key())
-        self.state.replace_central_keys(self.central.pin)
-        self.peer = Ed25519PrivateKey.generate()
-        self.receipts: list[dict[str, Any]] = []
-        self.changes = 0
-        self.handler = MessageHandler(
-            venue=VENUE, gate=GATE, cache=self.cache, state=self.state,
-            seal_key=self.seal_key,
-            peer_keys={PEER: messages.b64(self.peer.public_key().public_bytes_raw())},
-            queue=self._queue, changed=self._changed)
-        self.clock = clock
-
-    def _queue(self, kind: str, mtype: str, body: dict[str, Any]) -> str:
-        assert (kind, mtype) == ("receipts", "receipt")
-        self.receipts.append(body)
-        return f"m{len(self.receipts)}"
-
-    def _changed(self) -> None:
-        self.changes += 1
-
-    def send(self, topic: str, payload: bytes) -> None:
-        self.handler.message(topic, payload)
-
-    def upsert(self, enrolments: list[Enrolment]) -> None:
-        plain = payloads.encode(enrolments)
-        seq, sealed = self.central.sealed("templates", plain)
-        self.send(*self.central.message("templates", "upsert", {"sealed": sealed}, seq=seq))
 
 
 @pytest.fixture
@@ -167,7 +95,8 @@ def test_a_snapshot_replaces_the_cache_after_its_manifest_checks(rig):
     plain = payloads.encode([enrolment(n, 5, rig.clock) for n in ("att-2", "att-3")])
     digest = hashlib.sha256(plain).hexdigest()
     rig.send(*rig.central.message("templates", "snapshot_begin", {
-        "snapshot": "s1", "chunks": 1, "records": 2, "tombstones": 0, "sha256": digest}))
+        "snapshot": "s1", "chunks": 1, "records": 2, "tombstones": 0, "sha256": digest,
+        "revocations": -1}))
     seq, sealed = rig.central.sealed("templates", plain)
     rig.send(*rig.central.message("templates", "snapshot_chunk",
                                   {"snapshot": "s1", "index": 0, "sealed": sealed}, seq=seq))
@@ -188,3 +117,37 @@ def test_another_gates_entry_is_recorded_for_anti_passback(rig):
     rig.send(topic, forged)
     assert rig.state.entries_since("att-0", 0) == [(PEER, 1000)]
     assert sum(rig.handler.rejected.values()) == 1
+
+
+def head(rig: Rig, templates: int, revocations: int) -> tuple[str, bytes]:
+    return rig.central.message("head", "head", {"templates": templates,
+                                                "revocations": revocations})
+
+
+def test_a_cache_behind_centrals_head_serves_nobody_until_it_catches_up(rig):
+    rig.upsert([enrolment(n, 1, rig.clock) for n in FACES])  # templates seq 0
+    rig.send(*head(rig, 0, -1))
+    assert rig.matcher.identify(FACES["att-0"]).outcome is Outcome.MATCH
+    # Central says it sent revocation 0, which never arrived (lost, or a cache on disk
+    # rolled back to before it): nobody is matched until the gate has caught up.
+    rig.send(*head(rig, 0, 0))
+    assert rig.matcher.identify(FACES["att-0"]).outcome is Outcome.CACHE_INVALID
+    assert rig.handler.resync_needed and "revocations" in rig.handler.behind
+    assert rig.cache.status().state == "invalid"
+    rig.send(*rig.central.message("revocations", "revoke",
+                                  {"items": [{"attendee": "att-0", "seq": 2}]}, seq=0))
+    assert rig.handler.behind == ""
+    assert rig.matcher.identify(FACES["att-1"]).outcome is Outcome.MATCH
+    assert rig.matcher.identify(FACES["att-0"]).attendee is None
+
+
+def test_the_retained_head_is_compared_again_on_every_delivery(rig):
+    rig.upsert([enrolment("att-0", 1, rig.clock)])
+    topic, payload = head(rig, 0, -1)
+    rig.send(topic, payload)
+    assert rig.handler.behind == ""
+    # The same retained head delivered again after a reconnect, but meanwhile the cache
+    # was replaced by an empty one (its files deleted): the comparison runs again.
+    rig.cache.wipe()
+    rig.send(topic, payload)
+    assert rig.handler.behind.startswith("behind central")

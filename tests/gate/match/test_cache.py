@@ -7,7 +7,6 @@ import logging
 import os
 import random
 import signal
-import struct
 import subprocess
 import sys
 import textwrap
@@ -17,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import gate.match.cache as cache_module
 from gate.config import from_dict
 from gate.credentials import Key
 from gate.errors import CacheError, KeyMaterialError, TemplateError
-from gate.match import cachefile
+from gate.match import cachefile, commit, head
 from gate.match.datakey import DataKey
 from gate.match.decision import Outcome
 from gate.match.erase import CACHE_FILE, JOURNAL_FILE, KEY_FILE
@@ -29,6 +27,7 @@ from gate.match.threshold import CALIBRATIONS
 from gate.templates import Templates, binding, open_templates
 from sync.templates import Enrolment
 from tests import support
+from tests.gate.match import faults
 from tests.support import DAY, DIM, KEK, TKEY, Clock, store_config, unit
 
 #: The gate of :func:`tests.support.store_config` (fixed threshold 0.5, margin 0.05).
@@ -78,13 +77,16 @@ def _regions(path: Path) -> dict[str, int]:
     raw = path.read_bytes()
     header_end = cachefile._FIXED.size + sum(2 + len(f.encode()) for f in
                                              ("venue-1", "event-1", "gate-1"))
-    return {"magic": 0, "version field": 8, "nonce prefix": cachefile._FIXED.size - 4,
-            "binding": header_end - 3, "ciphertext": header_end + 100,
+    assert header_end == faults.header_end(path)
+    return {"magic": 0, "format": 4, "flags": 6, "version field": 8, "nonce prefix": 44,
+            "journal id": 50, "previous journal id": 70, "stream seqs": 84,
+            "binding": header_end - 3, "ciphertext": header_end + head.SIZE + 100,
             "tag": len(raw) - 5}
 
 
-@pytest.mark.parametrize("region", ["magic", "version field", "nonce prefix", "binding",
-                                    "ciphertext", "tag"])
+@pytest.mark.parametrize("region", ["magic", "format", "flags", "version field",
+                                    "nonce prefix", "journal id", "previous journal id",
+                                    "stream seqs", "binding", "ciphertext", "tag"])
 def test_a_flipped_bit_anywhere_fails_closed_and_changes_nothing(store, tmp_path, make_store,
                                                                  region):
     path = tmp_path / "state" / CACHE_FILE
@@ -308,26 +310,20 @@ def test_single_changes_go_to_the_journal_and_replay_on_load(store, tmp_path, ma
                                                             clock):
     state = tmp_path / "state"
     snapshot = (state / CACHE_FILE).read_bytes()
+    snapshot_copy = tmp_path / "snapshot-copy"
+    snapshot_copy.write_bytes(snapshot)
     store.cache.upsert([enrol("att-001", seq=2)])
     store.cache.revoke("att-002", 2)
     clock.now += 1
     store.cache.upsert([enrol("att-003", seq=2, until=T0 + 2 * DAY)])
-    assert (state / CACHE_FILE).read_bytes() == snapshot  # no full rewrite per change
+    # No full rewrite per change: only the journal head slots move, in place.
+    assert faults.without_head(state / CACHE_FILE) == faults.without_head(snapshot_copy)
+    assert (state / CACHE_FILE).read_bytes() != snapshot
     again = make_store()
     status = again.cache.load()
     assert status.version == store.cache.version and status.tombstones == 1
     assert "att-002" not in again.cache
     assert again.matcher.identify(probe("att-003")).attendee == "att-003"
-
-
-def _journal_entries(state: Path) -> list[tuple[int, int]]:
-    data = (state / JOURNAL_FILE).read_bytes()
-    at, spans = 22, []
-    while at < len(data):
-        (length,) = struct.unpack_from("<I", data, at)
-        spans.append((at, at + 20 + length))
-        at += 20 + length
-    return spans
 
 
 def test_tampered_or_reordered_journal_fails_closed(store, tmp_path, make_store):
@@ -336,7 +332,7 @@ def test_tampered_or_reordered_journal_fails_closed(store, tmp_path, make_store)
     store.cache.revoke("att-002", 2)
     path = state / JOURNAL_FILE
     original = path.read_bytes()
-    spans = _journal_entries(state)
+    spans = faults.journal_records(state)
     assert len(spans) == 2
     flipped = bytearray(original)
     flipped[spans[1][0] + 30] ^= 1
@@ -347,18 +343,37 @@ def test_tampered_or_reordered_journal_fails_closed(store, tmp_path, make_store)
     assert make_store().cache.load().state == "invalid"
 
 
-def test_a_torn_last_journal_entry_is_dropped(store, tmp_path, make_store):
-    state = tmp_path / "state"
+def test_a_torn_last_journal_entry_is_dropped(store, tmp_path, make_store, monkeypatch):
+    """A power cut in the middle of an append (which therefore never returned): the torn
+    record is not committed, the state is the one before it, and appending works."""
     store.cache.upsert([enrol("att-001", seq=2)])
     version_before_last = store.cache.version
-    store.cache.revoke("att-002", 2)
-    path = state / JOURNAL_FILE
-    path.write_bytes(path.read_bytes()[:-7])  # power cut in the middle of the append
+    faults.cut_power_in_journal_write(monkeypatch, keep=30)
+    with pytest.raises(faults.PowerCut):
+        store.cache.revoke("att-002", 2)
+    monkeypatch.undo()
     again = make_store()
     status = again.cache.load()
     assert status.state == "ok" and status.version == version_before_last
+    assert "att-002" in again.cache and "att-001" in again.cache
     again.cache.revoke("att-002", 2)  # appending after the repair works
     assert make_store().cache.load().version == version_before_last + 1
+
+
+def test_a_committed_journal_record_cut_short_fails_closed(store, tmp_path, make_store):
+    """The same cut on a record whose append returned is damage, not a crash: the
+    revocation it holds must not silently disappear."""
+    state = tmp_path / "state"
+    store.cache.upsert([enrol("att-001", seq=2)])
+    store.cache.revoke("att-002", 2)
+    path = state / JOURNAL_FILE
+    path.write_bytes(path.read_bytes()[:-7])
+    before = faults.files(state)
+    again = make_store()
+    status = again.cache.load()
+    assert status.state == "invalid" and "committed records missing" in status.reason
+    assert again.matcher.identify(probe("att-002")).outcome is Outcome.CACHE_INVALID
+    assert faults.files(state) == before
 
 
 def test_a_journal_left_over_from_a_compaction_is_ignored(store, tmp_path, make_store,
@@ -366,8 +381,8 @@ def test_a_journal_left_over_from_a_compaction_is_ignored(store, tmp_path, make_
     state = tmp_path / "state"
     store.cache.upsert([enrol("att-001", seq=2)])
     old_journal = (state / JOURNAL_FILE).read_bytes()
-    monkeypatch.setattr(cache_module, "JOURNAL_MIN", 0)  # the next change compacts
-    monkeypatch.setattr(store.cache, "_snapshot_size", 0)
+    monkeypatch.setattr(commit, "JOURNAL_MIN", 0)  # the next change compacts
+    monkeypatch.setattr(store.cache._store, "snapshot_bytes", 0)
     store.cache.revoke("att-002", 2)
     assert (state / JOURNAL_FILE).read_bytes() != old_journal
     # Power cut after the new snapshot, before the journal was reset:
