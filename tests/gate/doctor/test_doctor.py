@@ -19,6 +19,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import paho.mqtt.client as mqtt
 import pytest
 
 from central.pki import init_venue
@@ -558,7 +559,7 @@ def test_with_the_service_running_the_broker_check_does_not_connect(venue, monke
     def no_connect(*_a: Any, **_k: Any) -> None:
         raise AssertionError("the doctor connected while the service holds the session")
 
-    monkeypatch.setattr(broker_check.mqtt.Client, "connect", no_connect)
+    monkeypatch.setattr(mqtt.Client, "connect", no_connect)
     cfg = sync_cfg(d, "lane-1", b.port)
     up = {"broker": {"enabled": True, "connected": True}}
     link, acl = broker_check.check_broker(cfg, credentials_dir=None, service=up)
