@@ -8,8 +8,8 @@ PEER_VENV := .venv-peer
 TESTDATA := build/testdata/face_recognition
 FACES94 ?= ../shared/datasets/faces94-female
 
-.PHONY: all venv models testdata calibration-data calibrate demo test lint bench bench-peer \
-	bench-sync bench-lane eval clean distclean install uninstall
+.PHONY: all venv models testdata calibration-data calibrate demo test attack lint bench \
+	bench-peer bench-sync bench-lane eval clean distclean install uninstall
 
 all: test
 
@@ -77,6 +77,12 @@ test: venv models testdata calibration-data lint
 	@$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
+
+# The hostile-input suite alone (tests marked `hostile`: tests/hostile/ and the attack
+# modules beside the code they attack), ending with its table: class, cases tried, held,
+# broke. `make test` runs these too.
+attack: venv models testdata calibration-data
+	$(PY) -m pytest -q -m hostile
 
 bench: venv models testdata
 	$(VENV)/bin/gatectl bench --photos $(TESTDATA)

@@ -6,7 +6,10 @@ at a venue:
   signed receipt, central verifies it; p50/p99 over many revocations;
 * a 100k-template snapshot: publish + transfer + verify + apply, and the gate's peak RSS;
 * the outbox: entry events per second with the broker up, and how fast a backlog built
-  during an outage drains.
+  during an outage drains;
+* losses: a gate killed with SIGKILL at random moments while it queues entry events,
+  and a broker stopped and started while a gate queues them: every event the gate
+  reported as queued must reach central (once, after central removes duplicates).
 
 Everything runs in a temporary venue (:func:`central.pki.init_venue`); synthetic unit
 templates.
@@ -17,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -74,6 +79,18 @@ class GateProcess:
         if "error" in reply:
             raise RuntimeError(f"gate: {reply['error']}")
         return reply
+
+    def emit(self, count: int, every_ms: float) -> None:
+        """Start queueing ``count`` events; their ids come back with :meth:`queued`."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"emit {count} {every_ms}\n")
+        self.proc.stdin.flush()
+
+    def kill(self) -> list[str]:
+        """SIGKILL; the ids of the events it reported as durably queued."""
+        self.proc.send_signal(signal.SIGKILL)
+        out, _ = self.proc.communicate()
+        return [w for w in out.split() if len(w) == 36]
 
     def close(self) -> None:
         """Ask it to quit and wait."""
@@ -150,12 +167,52 @@ def outbox(venue: Path, broker: Broker, central: Central, events: int) -> dict[s
             "drain_per_s": drain}
 
 
+def losses(venue: Path, broker: Broker, central: Central, *, kills: int,
+           restarts: int) -> dict[str, Any]:
+    """Events reported as queued that never reached central, across SIGKILLs of the gate
+    and restarts of the broker (both must be 0)."""
+    rng = random.Random(9)
+    state = venue.parent / "state-loss"
+    queued: list[str] = []
+    for _ in range(kills):
+        gate = GateProcess(venue, "lane-1", state, broker.port)
+        gate.emit(100_000, 5)
+        time.sleep(rng.uniform(0.5, 1.5))
+        queued += gate.kill()
+    gate = GateProcess(venue, "lane-1", state, broker.port)
+    gate.emit(100_000, 5)
+    for _ in range(restarts):
+        time.sleep(rng.uniform(0.3, 0.8))
+        broker.stop()
+        time.sleep(rng.uniform(0.3, 0.8))
+        broker.start()
+    time.sleep(0.5)
+    queued += gate.kill()
+    gate = GateProcess(venue, "lane-1", state, broker.port)  # drains what is left
+    try:
+        want = set(queued)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            got = {e[0] for e in central.events()} & want
+            if got == want:
+                break
+            time.sleep(0.2)
+        got = {e[0] for e in central.events()} & want
+    finally:
+        gate.close()
+    return {"kills": kills, "broker_restarts": restarts, "queued": len(want),
+            "received": len(got), "lost": len(want - got),
+            "duplicates_removed": central.duplicates}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the three measurements and print JSON or text."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--revocations", type=int, default=200)
     p.add_argument("--templates", type=int, default=100_000)
     p.add_argument("--events", type=int, default=2000)
+    p.add_argument("--kills", type=int, default=6)
+    p.add_argument("--restarts", type=int, default=5)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,14 +225,16 @@ def main(argv: list[str] | None = None) -> int:
                 report: dict[str, Any] = {
                     "revocation": revocations(venue, broker, central, args.revocations),
                     "snapshot": snapshot(venue, broker, central, args.templates),
-                    "outbox": outbox(venue, broker, central, args.events)}
+                    "outbox": outbox(venue, broker, central, args.events),
+                    "losses": losses(venue, broker, central, kills=args.kills,
+                                     restarts=args.restarts)}
             finally:
                 central.close()
     report["bench_max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    r, s, o = report["revocation"], report["snapshot"], report["outbox"]
+    r, s, o, lo = report["revocation"], report["snapshot"], report["outbox"], report["losses"]
     print(f"revocation end to end over TLS ({r['count']}): p50 {r['p50_ms']:.1f} ms, "
           f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms")
     print(f"snapshot of {s['templates']} templates: published in {s['publish_s']:.1f} s, "
@@ -183,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{s['gate_max_rss_mb']:.0f} MB")
     print(f"outbox: {o['sustained_per_s']:.0f} events/s delivered with the broker up; a "
           f"backlog of {o['backlog']} drained at {o['drain_per_s']:.0f} events/s")
+    print(f"losses: {lo['kills']} SIGKILLs of the gate and {lo['broker_restarts']} broker "
+          f"restarts while queueing: {lo['queued']} events reported queued, "
+          f"{lo['received']} at central, {lo['lost']} lost ({lo['duplicates_removed']} "
+          "duplicates removed by central)")
     return 0
 
 

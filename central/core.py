@@ -73,7 +73,7 @@ CREATE TABLE IF NOT EXISTS out_seq (stream TEXT PRIMARY KEY, seq INTEGER NOT NUL
 CREATE TABLE IF NOT EXISTS events (event_id TEXT PRIMARY KEY, gate TEXT NOT NULL,
     attendee TEXT NOT NULL, at_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS receipts (gate TEXT NOT NULL, seq INTEGER NOT NULL,
-    body TEXT NOT NULL, received_ms INTEGER NOT NULL, PRIMARY KEY (gate, seq));
+    body TEXT NOT NULL, received_ms INTEGER NOT NULL, PRIMARY KEY (gate, seq, body));
 CREATE TABLE IF NOT EXISTS status (gate TEXT PRIMARY KEY, body TEXT NOT NULL,
     received_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -516,8 +516,16 @@ class Central:
                                       (event.event_id, gate, event.attendee, event.at_ms, now))
                 self.duplicates += cur.rowcount == 0
             elif kind == "receipts":
-                self.db.execute("INSERT OR IGNORE INTO receipts VALUES (?, ?, ?, ?)",
-                                (gate, env.seq, body, now))
+                # Keyed by its contents too: the same receipt sent twice is kept once, but
+                # a gate whose outbox was reset and numbers a different receipt with a seq
+                # it used before must not have that proof of deletion dropped.
+                reused = self.db.execute("SELECT 1 FROM receipts WHERE gate = ? AND seq = ? "
+                                         "AND body != ?", (gate, env.seq, body)).fetchone()
+                cur = self.db.execute("INSERT OR IGNORE INTO receipts VALUES (?, ?, ?, ?)",
+                                      (gate, env.seq, body, now))
+                if reused and cur.rowcount:
+                    log.warning("central: gate %s numbered a different receipt with seq %d "
+                                "again (its outbox was reset?): both kept", gate, env.seq)
             else:
                 self.db.execute("INSERT INTO status VALUES (?, ?, ?) ON CONFLICT(gate) DO "
                                 "UPDATE SET body = excluded.body, received_ms = "

@@ -27,10 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gate.errors import KeyMaterialError
+from gate.safefile import read_regular
 
 log = logging.getLogger(__name__)
 
 KEY_BYTES = 32
+#: Largest secret file read (a 32-byte key, 64 hex digits, or a PEM private key).
+MAX_SECRET_BYTES = 16 << 10
 #: Where installed gates keep encrypted credentials (``systemd-creds encrypt``); the
 #: unit's ``LoadCredentialEncrypted=NAME`` finds them here.
 CREDSTORES = (Path("/etc/credstore.encrypted"), Path("/etc/credstore"))
@@ -100,6 +103,12 @@ def _parse(raw: bytes, where: str) -> bytes:
     return key
 
 
+def read_secret(path: Path) -> bytes:
+    """A secret file's bytes: a regular file (not a FIFO or device), at most
+    :data:`MAX_SECRET_BYTES`; anything else is one KeyMaterialError line."""
+    return read_regular(path, limit=MAX_SECRET_BYTES, what=str(path), fail=KeyMaterialError)
+
+
 def check_key_file(path: Path, *, owner_uid: int | None = None) -> None:
     """Refuse a key file that is not a regular file of mode 0600/0400 owned by
     ``owner_uid`` (default: the user running this process)."""
@@ -127,13 +136,13 @@ def load_key(name: str, *, key_file: Path | None = None, allow_ephemeral: bool =
     creds = credentials_dir if credentials_dir is not None else credentials_directory()
     found = locate(name, key_file=key_file or "", credentials_dir=creds)
     if found is not None and found.kind == "credential":
-        return Key(_parse(found.path.read_bytes(), str(found.path)), f"credential {name}")
+        return Key(_parse(read_secret(found.path), str(found.path)), f"credential {name}")
     if found is not None:
         try:
             check_key_file(found.path)
         except KeyMaterialError as exc:
             raise KeyMaterialError(f"{name}: {exc}") from None
-        return Key(_parse(found.path.read_bytes(), str(found.path)), f"file {found.path}")
+        return Key(_parse(read_secret(found.path), str(found.path)), f"file {found.path}")
     if allow_ephemeral:
         log.warning("key=%s source=ephemeral note=demo/dev only, lives in RAM, cache is "
                     "unreadable after a restart", name)

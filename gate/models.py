@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from gate.errors import ModelHashError, ModelMissingError
+from gate.safefile import read_regular
 
 FIX = "run `make models`"
 
@@ -51,13 +52,12 @@ def read_verified(models_dir: Path, role: str) -> tuple[bytes, PinnedFile]:
     """
     pin = manifest()[role]
     path = Path(models_dir) / pin.name
-    try:
-        content = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelMissingError(f"{path}: model file missing; {FIX}") from None
-    except OSError as exc:
-        raise ModelMissingError(f"{path}: cannot read model file ({exc.strerror}); {FIX}"
-                                ) from None
+    if not path.exists() and not path.is_symlink():
+        raise ModelMissingError(f"{path}: model file missing; {FIX}")
+    # Never more than the pinned size (+1 to see a longer file): a link to /dev/zero or a
+    # huge file is refused before anything big is read.
+    content = read_regular(path, limit=pin.size, what=f"{path}",
+                           fail=lambda why: ModelHashError(f"{why}; {FIX}"))
     digest = hashlib.sha256(content).hexdigest()
     if digest != pin.sha256:
         raise ModelHashError(

@@ -105,16 +105,22 @@ class Stats:
     latencies_ms: list[float] = field(default_factory=list)
     last_event: str = ""
     frame_errors: FrameErrors = field(default_factory=FrameErrors)
+    #: Confirmed entries the entry log could not take yet (retried every step).
+    entries_waiting: int = 0
 
     @property
     def degraded(self) -> bool:
-        """True while the last :data:`DEGRADED_AFTER` or more frames all failed."""
-        return self.frame_errors.consecutive >= DEGRADED_AFTER
+        """True while the last :data:`DEGRADED_AFTER` or more frames all failed, or
+        confirmed entries wait because the entry log cannot take them."""
+        return self.frame_errors.consecutive >= DEGRADED_AFTER or self.entries_waiting > 0
 
     @property
     def degraded_reason(self) -> str:
         """Why the lane is degraded, in one line without data ("" when it is not)."""
         e = self.frame_errors
+        if self.entries_waiting and e.consecutive < DEGRADED_AFTER:
+            return (f"{self.entries_waiting} confirmed entries wait in RAM: the entry log "
+                    "cannot take them")
         if e.consecutive < DEGRADED_AFTER:
             return ""
         return (f"{e.consecutive} frames in a row could not be analysed (last: "
@@ -143,6 +149,7 @@ class GateRuntime:
                            fusion_k=lane.k if lane.fusion else None)
         self.tickets = TicketReader() if lane.mode == "verify" else None
         self.stats = Stats()
+        self._unrecorded: list[tuple[str, float]] = []
         self._first_face: float | None = None
         self._camera_retry_at = 0.0
         self._camera_backoff = 1.0
@@ -176,14 +183,31 @@ class GateRuntime:
         if not cmd.capture:
             self._stop_capture()
         if cmd.entry is not None:
-            self.entries.publish_event(cmd.entry, self.wall())
+            self._unrecorded.append((cmd.entry, self.wall()))
             self.stats.entries += 1
+        if self._unrecorded:
+            self._record_entries()
         if cmd.phase is Phase.DENIED and before is not Phase.DENIED:
             self.stats.denials += 1
         if cmd.event:
             self.stats.last_event = cmd.event
             self.report({"phase": cmd.phase.value, "event": cmd.event,
                          "indication": cmd.indication.value, "prompt": cmd.prompt})
+
+    def _record_entries(self) -> None:
+        """Hand confirmed entries to the entry log, in order; what it refuses (its disk is
+        full, its file damaged) waits here and is tried again at the next step."""
+        while self._unrecorded:
+            attendee, at = self._unrecorded[0]
+            try:
+                self.entries.publish_event(attendee, at)
+            except Exception as exc:  # never the loop's death; said in status
+                if not self.stats.entries_waiting:
+                    log.error("lane: the entry log refused an entry (%s); it waits in RAM",
+                              type(exc).__name__)
+                break
+            self._unrecorded.pop(0)
+        self.stats.entries_waiting = len(self._unrecorded)
 
     def _stop_capture(self) -> None:
         if self.camera.is_open:
@@ -322,9 +346,12 @@ class GateRuntime:
             self.close()
 
     def close(self) -> None:
-        """Relay to its safe state, camera closed, every buffer zeroed."""
+        """Relay to its safe state, camera closed, every buffer zeroed; entries that
+        still wait for the entry log get one more try."""
         try:
             self.io.safe()
+            if self._unrecorded:
+                self._record_entries()
         finally:
             self._stop_capture()
             self.camera.close()

@@ -12,6 +12,7 @@ Plain helpers shared between test modules are in :mod:`tests.support`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,19 @@ from gate.templates import Templates
 from gate.types import Image
 from sync.protect import Protector
 from tests import support
+from tests.ledger import LEDGER, Ledger
 from tests.support import FACES94, MODELS, PHOTOS, Clock
 
+
+@pytest.fixture(autouse=True)
+def _root_logging() -> Iterator[None]:
+    """Tests that run ``gatectl run`` in-process set up the service's logging on a stream
+    pytest closes afterwards: put the root logger back as it was after each test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
@@ -105,3 +117,19 @@ def make_store(tmp_path: Path, clock: Clock) -> Iterator[Callable[..., Templates
     yield make
     for t in made:
         t.close()
+
+
+@pytest.fixture(scope="session")
+def ledger() -> Ledger:
+    """The session's attack ledger (``tests/ledger.py``): hostile-input tests record their
+    cases in it, and the run ends with its table."""
+    return LEDGER
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the attack table when any hostile case ran (``make attack``, ``make test``)."""
+    if not LEDGER.tried:
+        return
+    terminalreporter.section("hostile input: cases tried, held, broke")
+    for line in LEDGER.table():
+        terminalreporter.write_line(line)

@@ -94,6 +94,10 @@ def run_status(args: argparse.Namespace, cfg: Config) -> int:
         for r in d.get("recent", [])[-5:]:
             t = dt.datetime.fromtimestamp(r["at"], dt.UTC).strftime("%H:%M:%S")
             print(f"    {t}  {r['phase']:<8} {r['event']}")
+    health = st.get("health")
+    if isinstance(health, list) and health:
+        for k, line in enumerate(health):
+            print(f"  {'DEGRADED' if k == 0 else '':<10} {str(line)[:300]}")
     h = st.get("hardening")
     if h:
         print(f"  hardening  core dumps {'off' if h['core_dumps_off'] else 'POSSIBLE'} · "

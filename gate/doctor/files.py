@@ -32,6 +32,7 @@ from gate.errors import GateError, ModelError
 from gate.match.erase import ERASE_ORDER, erase
 from gate.models import read_verified
 from gate.pipeline import FacePipeline
+from gate.safefile import read_regular
 from gate.templates import TemplateKeys, open_templates
 
 #: The user the service runs as (``User=gate`` in the unit).
@@ -120,7 +121,8 @@ def _content_problem(data: bytearray, spec: KeySpec, cert_file: str) -> str | No
             return "not an unencrypted PEM private key"
         if cert_file and Path(cert_file).is_file():
             try:
-                cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+                cert = x509.load_pem_x509_certificate(read_regular(
+                    cert_file, limit=1 << 20, what=cert_file, fail=ValueError))
             except ValueError:
                 return None  # the broker check reports a bad certificate
             pub = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gate.errors import EvalError
+from gate.safefile import read_regular
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp"})
 
@@ -103,13 +104,17 @@ def _image(root: Path, name: str, number: str, where: str) -> Path:
     return root / name / f"{name}_{int(number):04d}.jpg"
 
 
+#: Largest pairs file read (LFW's is 160 kB).
+MAX_PAIRS_BYTES = 64 << 20
+
+
 def _read(pairs_file: Path) -> str:
+    data = read_regular(pairs_file, limit=MAX_PAIRS_BYTES, what=f"pairs file {pairs_file}",
+                        fail=EvalError)
     try:
-        return pairs_file.read_text(encoding="utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise EvalError(f"pairs file {pairs_file}: not UTF-8 text") from None
-    except OSError as exc:
-        raise EvalError(f"pairs file {pairs_file}: cannot read ({exc.strerror or exc})") from None
 
 
 def parse_pairs(pairs_file: Path, root: Path) -> PairsDataset:

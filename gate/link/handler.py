@@ -150,7 +150,15 @@ class MessageHandler:
         self._changed()
 
     def last_seq(self, stream: str) -> int:
-        """Last accepted seq of ``stream`` (RAM first: the file may have failed to keep it)."""
+        """Last accepted seq of ``stream`` (RAM first: the file may have failed to keep it).
+
+        For the cache's two streams the cache itself is the authority (its records are
+        authenticated and a rollback shows): a number in ``sync.db`` pushed forward by
+        damage or by hand must not make central's next revocations look like replays.
+        """
+        kind = stream.removeprefix("in:")
+        if kind in schemas.STREAMS:  # and what this process accepted, while writes wait
+            return max(self.cache.stream_seq(kind), self._seqs.get(stream, -1))
         if stream not in self._seqs:
             self._seqs[stream] = self.state.last_seq(stream)
         return self._seqs[stream]

@@ -40,6 +40,7 @@ from gate.link.mqtt import Endpoint, MqttTransport
 from gate.link.state import STATE_FILE, SyncState
 from gate.match.cache import TemplateCache
 from sync import messages, schemas
+from sync.errors import ProtocolError
 
 log = logging.getLogger("gate.link")
 
@@ -63,6 +64,14 @@ class _Waiting:
     entry: tuple[str, str, int] | None
 
 
+def _intact(topic_name: str, payload: bytes, own: dict[str, Any]) -> bool:
+    try:
+        messages.open_envelope(topic_name, payload, own)
+    except ProtocolError:
+        return False
+    return True
+
+
 class GateLink:
     """One gate's end of the protocol; see the module docstring."""
 
@@ -77,12 +86,19 @@ class GateLink:
         self._sign, self.clock = sign_key, clock
         if not state.central_keys():
             state.replace_central_keys(central_keys)
+        # What the outbox hands back is checked against this gate's own signature before
+        # it is sent: a row damaged on disk is set aside and said, not sent to be refused.
+        own = {gate: sign_key.public_key()}
+        state.check = lambda name, payload: _intact(name, payload, own)
         self.handler = MessageHandler(venue=venue, gate=gate, cache=cache, state=state,
                                       seal_key=seal_key, peer_keys=peer_keys or {},
                                       queue=self._queue, changed=self.publish_status)
         self._inflight: list[tuple[Delivery, str]] = []
         self._mids_lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        #: What the retained status reports as health: the link's own lines unless the
+        #: service gives the whole gate's (its cache, its lane, its restarts).
+        self.status_health: Callable[[], list[str]] = self.health
         self._backlog: list[_Waiting] = []
         self._backlog_lock = threading.RLock()
         self._status_at = -STATUS_MIN_S
@@ -136,6 +152,12 @@ class GateLink:
     def handle(self, env: messages.Envelope) -> None:
         """Apply one verified central message (see :meth:`MessageHandler.handle`)."""
         self.handler.handle(env)
+
+    def recheck(self) -> None:
+        """Compare the cache with central's last head again (after a local wipe): a cache
+        behind it is held until it has caught up."""
+        self.handler.compare()
+        self.publish_status()
 
     def health(self) -> list[str]:
         """One line per thing that is not as it should be (empty: all well). No ids."""
@@ -278,7 +300,7 @@ class GateLink:
                                           "valid_until": st.valid_until},
                 "outbox": depth + len(self._backlog), "resync_needed": self.resync_needed,
                 "rejected": dict(self.rejected), "duplicates": self.duplicates,
-                "health": self.health()[:8],
+                "health": [h[:400] for h in self.status_health()[:8]],
                 "by_signer": dict(self.handler.by_signer.most_common(8))}
         return Message(self.topic("status"),
                        self._signed("status", "status", body, int(self.clock() * 1000)),

@@ -11,14 +11,17 @@
 All methods are thread-safe: MQTT callbacks and the gate loop share one connection.
 
 The file fails closed and is never silently lost. Opening checks that ``sync.db`` is a
-regular file and that SQLite's quick check passes; a file that is not (random bytes, a
-text file, a directory, a damaged header) is moved aside with a timestamp, kept for
-inspection (its queued events are not sent, and not deleted), and a fresh database is
-started with a loud :attr:`SyncState.notice`. A vanished or truncated outbox is detected
-too: how many entry events were ever queued is also remembered in ``sync.db.expect``, and
-a database that knows fewer says so. Every later SQLite failure (the disk is full, the
-file was damaged while open) is one :class:`~gate.errors.StateError` line; the link keeps
-what it could not write in RAM and retries.
+regular file and that SQLite's integrity check passes; a file that is not (random bytes,
+a text file, a directory, a damaged page) is moved aside with a timestamp and kept, a
+fresh database is started with a loud :attr:`SyncState.notice`, and every row that can
+still be read is copied into it. SQLite keeps no checksum of a row, so each queued
+message is checked again when it is handed out (the link checks its own signature): one
+damaged on disk is set aside, said, and never sent. A vanished, truncated or rolled-back
+outbox is detected too: how far each outgoing stream was numbered is also remembered in
+``sync.db.expect``; a database that knows less says so and numbering goes on from there
+(no seq is used twice). Every later SQLite failure (the disk is full, the file was
+damaged while open) is one :class:`~gate.errors.StateError` line; the link keeps what it
+could not write in RAM and retries.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ CREATE TABLE IF NOT EXISTS entries (
     at_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS entries_by_attendee ON entries (attendee, at_ms);
 CREATE TABLE IF NOT EXISTS central_keys (kid TEXT PRIMARY KEY, public_key TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS damaged (
+    id TEXT, topic TEXT, payload BLOB, found_ms INTEGER NOT NULL);
 """
 
 
@@ -57,7 +62,8 @@ CREATE TABLE IF NOT EXISTS central_keys (kid TEXT PRIMARY KEY, public_key TEXT N
 _PROBES = ("SELECT id, topic, payload, created_ms FROM outbox LIMIT 1",
            "SELECT stream, seq FROM seqs LIMIT 1",
            "SELECT event_id, attendee, gate, at_ms FROM entries LIMIT 1",
-           "SELECT kid, public_key FROM central_keys LIMIT 1")
+           "SELECT kid, public_key FROM central_keys LIMIT 1",
+           "SELECT id, topic, payload, found_ms FROM damaged LIMIT 1")
 
 #: The file in the state directory, and the file that remembers how much it held.
 STATE_FILE = "sync.db"
@@ -79,9 +85,17 @@ class SyncState:
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
         self.clock = clock
-        #: One line when opening had to recover (moved aside, vanished); "" otherwise.
-        self.notice = ""
+        # What had to be recovered (moved aside, vanished, damaged rows), by kind.
+        self._notices: dict[str, str] = {}
         self._lock = threading.RLock()
+        #: The last seq this process gave each outgoing stream (see :meth:`_outgoing`).
+        self._numbered: dict[str, int] = {}
+        self._recovering = False
+        #: Checks a queued message before it is handed out (topic, payload → intact?);
+        #: the link sets it to a check of its own signature.
+        self.check: Callable[[str, bytes], bool] | None = None
+        #: Queued messages found damaged and set aside (table ``damaged``), this run.
+        self.damaged = 0
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._db = self._open()
         self._check_expected()
@@ -99,9 +113,12 @@ class SyncState:
             # size, so a nearly full disk is not taken by the write-ahead log itself.
             db.execute("PRAGMA wal_autocheckpoint=256")
             db.execute("PRAGMA journal_size_limit=1048576")
-            check = db.execute("PRAGMA quick_check").fetchone()
+            # The full check (not quick_check): it also finds an index that disagrees with
+            # its table, which would hide rows from a lookup (an attendee's entries).
+            check = db.execute("PRAGMA integrity_check(1)").fetchone()
             if not check or check[0] != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {check[0] if check else 'no answer'}")
+                raise sqlite3.DatabaseError(
+                    f"integrity_check: {check[0] if check else 'no answer'}")
             db.executescript(_SCHEMA)
             for probe in _PROBES:  # the tables hold what this code reads (not a damaged schema)
                 db.execute(probe).fetchall()
@@ -115,20 +132,24 @@ class SyncState:
             st = self.path.lstat()
         except FileNotFoundError:
             st = None
+        aside = None
         if st is not None and not stat.S_ISREG(st.st_mode):
-            self._aside(f"not a regular file ({_kind(st.st_mode)})")
+            aside = self._aside(f"not a regular file ({_kind(st.st_mode)})")
         try:
             return self._connect()
         except Exception as exc:  # whatever the damage (SQLite, a bad UTF-8 schema...)
             if isinstance(exc, OSError) and not self.path.exists():
                 raise _state_error(exc) from None  # the directory itself is unusable
-            self._aside(_describe(exc))
+            aside = self._aside(_describe(exc))
         try:
-            return self._connect()
+            db = self._connect()
         except Exception as exc:
             raise _state_error(exc) from None
+        if aside is not None:
+            self._salvage(aside, db)
+        return db
 
-    def _aside(self, why: str) -> None:
+    def _aside(self, why: str) -> Path:
         """Move a damaged database (and its side files) aside, kept for inspection."""
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.clock()))
         aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
@@ -136,45 +157,124 @@ class SyncState:
             src = self.path.with_name(self.path.name + suffix)
             if src.exists() or src.is_symlink():
                 os.replace(src, aside.with_name(aside.name + suffix))
-        self.notice = (f"outbox {self.path.name} was unusable ({why}): moved aside to "
-                       f"{aside.name}, kept there unsent; a new outbox was started")
-        log.error("sync: %s", self.notice)
+        self._say("aside", f"outbox {self.path.name} was unusable ({why}): moved aside to "
+                           f"{aside.name} and kept; a new outbox was started")
+        return aside
+
+    def _salvage(self, aside: Path, db: sqlite3.Connection) -> None:
+        """Copy what can still be read from a database moved aside into the new one.
+
+        Queued messages are taken as they are: each is checked against the gate's own
+        signature when it is handed out (:meth:`pending`), so a damaged one is never sent.
+        Rows that do not even have the right types are left behind.
+        """
+        tables = {"outbox": (str, str, bytes, int), "entries": (str, str, str, int),
+                  "central_keys": (str, str), "damaged": (str, str, bytes, int)}
+        found: dict[str, list[tuple[Any, ...]]] = {t: [] for t in tables}
+        seqs: list[tuple[Any, ...]] = []
+        try:
+            if aside.is_symlink() or not aside.is_file():
+                return
+            src = sqlite3.connect(f"file:{aside}?mode=ro", uri=True)
+        except (sqlite3.Error, OSError):
+            return
+        try:
+            for table, types in tables.items():
+                # Row by row: damage further on still leaves what came before.
+                with contextlib.suppress(*_DAMAGE):
+                    for row in src.execute(f"SELECT * FROM {table}"):
+                        if len(row) == len(types) and all(
+                                type(v) is tp for v, tp in zip(row, types, strict=True)):
+                            found[table].append(row)
+            with contextlib.suppress(*_DAMAGE):
+                seqs = [r for r in src.execute("SELECT stream, seq FROM seqs")
+                        if type(r[0]) is str and type(r[1]) is int and 0 <= r[1] < 2**62]
+        finally:
+            src.close()
+        with self._lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for table, types in tables.items():
+                    marks = ", ".join("?" * len(types))
+                    db.executemany(f"INSERT OR IGNORE INTO {table} VALUES ({marks})",
+                                   found[table])
+                db.executemany("INSERT INTO seqs VALUES (?, ?) ON CONFLICT(stream) DO UPDATE "
+                               "SET seq = MAX(seq, excluded.seq)", seqs)
+                db.execute("COMMIT")
+            except _DAMAGE:
+                db.execute("ROLLBACK")
+                return
+        self._say("aside", self._notices["aside"] +
+                  f"; {len(found['outbox'])} queued messages and {len(found['entries'])} "
+                  "entries were read back from it")
+
+    @property
+    def notice(self) -> str:
+        """What opening or reading had to recover, in one line; "" if nothing."""
+        return "; ".join(self._notices.values())
+
+    def _say(self, kind: str, line: str) -> None:
+        self._notices[kind] = line
+        log.error("sync: %s", line)
 
     def _expect_path(self) -> Path:
         return self.path.with_name(self.path.name + _EXPECT)
 
-    def _expected(self) -> int:
-        """How many entry events the outbox had queued, as last remembered (-1: none)."""
+    def _expected(self) -> dict[str, int]:
+        """The last seq of each outgoing stream, as last remembered beside the file."""
         try:
             with open(self._expect_path(), "rb") as f:
                 if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    return -1
-                data = json.loads(f.read(4096))
-            value = data.get("events") if isinstance(data, dict) else None
-            return value if isinstance(value, int) and not isinstance(value, bool) else -1
+                    return {}
+                data = json.loads(f.read(65536))
         except (OSError, ValueError):
-            return -1
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(k, str) and k.startswith("out:")
+                and isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**62}
+
+    def _outgoing(self) -> dict[str, int]:
+        """The last seq of each outgoing stream: the most of the file, the note beside it
+        and what this process numbered (so a damaged or rolled-back file never makes a
+        number be used twice: central keeps a receipt per (gate, seq))."""
+        seqs = dict(self._expected())
+        for stream, seq in [*self._held_outgoing().items(), *self._numbered.items()]:
+            seqs[stream] = max(seq, seqs.get(stream, -1))
+        return seqs
+
+    def _held_outgoing(self) -> dict[str, int]:
+        rows = self._read("SELECT stream, seq FROM seqs WHERE stream LIKE 'out:%'",
+                          types=(str, int))
+        return {str(s): int(q) for s, q in rows}
 
     def _check_expected(self) -> None:
-        expected, held = self._expected(), self.last_seq(EVENTS_STREAM)
-        if expected > held and not self.notice:
-            self.notice = (f"outbox {self.path.name} holds fewer entry events than it had "
-                           f"queued (#{held + 1} of #{expected + 1}): it vanished, was "
-                           "truncated or replaced; events queued since the last check may "
-                           "be lost")
-            log.error("sync: %s", self.notice)
-        if expected > held:
-            # Continue the numbering, so central sees the gap rather than reused numbers.
-            with contextlib.suppress(StateError):
-                self.set_seq(EVENTS_STREAM, expected)
+        expected, held = self._expected(), self._held_outgoing()
+        short = sorted(s for s, q in expected.items() if held.get(s, -1) < q)
+        if short and not self.notice:
+            what = ", ".join(f"{s} #{held.get(s, -1) + 1} of #{expected[s] + 1}"
+                             for s in short)
+            self._say("short", f"outbox {self.path.name} holds fewer messages than it had "
+                               f"queued ({what}): it vanished, was truncated, rolled back "
+                               "or damaged; messages queued since the last check may be lost")
+        self._continue_numbering()
         self.remember()
 
+    def _continue_numbering(self) -> None:
+        """Go on numbering where the outgoing streams had got to: central sees a gap
+        rather than a number used twice."""
+        held = self._held_outgoing()
+        for stream, seq in self._outgoing().items():
+            if held.get(stream, -1) < seq:
+                with contextlib.suppress(StateError):
+                    self.set_seq(stream, seq)
+
     def remember(self) -> None:
-        """Write down how many entry events were ever queued (best effort; called at open,
-        by housekeeping and at close)."""
+        """Write down how far each outgoing stream has been numbered (best effort; called
+        at open, by housekeeping and at close)."""
         try:
-            seq = max(self.last_seq(EVENTS_STREAM), self._expected())
-            atomic_write(self._expect_path(), [json.dumps({"events": seq}).encode()])
+            atomic_write(self._expect_path(),
+                         [json.dumps(self._outgoing(), sort_keys=True).encode()])
         except (OSError, StateError) as exc:
             log.warning("sync: cannot note the outbox's size (%s)", exc)
 
@@ -182,15 +282,19 @@ class SyncState:
         """The one-line error for a failed operation. A file found damaged while open is
         moved aside and a fresh one started (the caller retries there); a full disk or a
         busy database is left as it is, to be retried."""
-        if _is_damage(exc):
+        if _is_damage(exc) and not self._recovering:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
-            self._aside(_describe(exc))
+            aside = self._aside(_describe(exc))
+            self._recovering = True  # a fresh file that fails too is not moved aside again
             try:
                 self._db = self._connect()
-                self.set_seq(EVENTS_STREAM, max(self._expected(), -1))
+                self._salvage(aside, self._db)
+                self._continue_numbering()
             except Exception as again:  # not even a fresh file: the directory is the problem
                 return _state_error(again)
+            finally:
+                self._recovering = False
         return _state_error(exc)
 
     @contextmanager
@@ -267,13 +371,34 @@ class SyncState:
             if entry is not None:
                 db.execute("INSERT OR IGNORE INTO entries VALUES (?, ?, ?, ?)",
                            (message_id, *entry))
+        self._numbered[stream] = seq
         return seq
 
     def pending(self, limit: int = 1000) -> list[tuple[str, str, bytes]]:
         """Oldest unacknowledged messages."""
-        rows = self._read("SELECT id, topic, payload FROM outbox ORDER BY rowid LIMIT ?",
-                          (limit,), types=(str, str, bytes))
-        return [(i, t, bytes(p)) for i, t, p in rows]
+        rows = [(i, t, bytes(p)) for i, t, p in self._read(
+            "SELECT id, topic, payload FROM outbox ORDER BY rowid LIMIT ?", (limit,),
+            types=(str, str, bytes))]
+        check = self.check
+        if check is None:
+            return rows
+        bad = [r for r in rows if not check(r[1], r[2])]
+        if bad:
+            self._set_aside(bad)
+        return [r for r in rows if r not in bad]
+
+    def _set_aside(self, rows: list[tuple[str, str, bytes]]) -> None:
+        """Queued messages that fail :attr:`check` (damaged on disk): moved to the
+        ``damaged`` table, kept for inspection and never sent; said in :attr:`notice`."""
+        now = int(self.clock() * 1000)
+        with self._tx() as db:
+            db.executemany("INSERT INTO damaged VALUES (?, ?, ?, ?)",
+                           [(i, t, p, now) for i, t, p in rows])
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(r[0],) for r in rows])
+        self.damaged += len(rows)
+        self._say("damaged", f"outbox {self.path.name}: {self.damaged} queued messages were "
+                             "damaged on disk (they fail the gate's own signature): set "
+                             "aside in its table 'damaged', not sent")
 
     def ack(self, *message_ids: str) -> None:
         """The broker has them (PUBACK): forget them (one transaction).

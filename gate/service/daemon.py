@@ -103,6 +103,7 @@ class GateService:
         if cfg.sync.enabled:
             self._starting("MQTT link")
             self.link = self.entries = GateLink.from_config(cfg, cache=self.cache)
+            self.link.status_health = self.health  # central sees the whole gate's health
         else:
             self.local = self.entries = LocalEntries(Path(cfg.cache.dir), cfg.gate.id)
         self._starting("camera")
@@ -329,7 +330,7 @@ class GateService:
         self.cache.wipe()
         if self.link is not None:
             self.link.resync_needed = True
-            self.link.publish_status()
+            self.link.recheck()
         log.warning("cache: crypto-erased by a technician; resync needed")
         return {"erased": True}
 

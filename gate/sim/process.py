@@ -8,6 +8,8 @@ provisioned venue (:func:`gate.sim.venue.open_gate`), starts its link and prints
     wait-attendees N SECS   until the cache holds N attendees: when, and the peak RSS
     wait-connected SECS     until the link is up
     events N                queue N entry events (synthetic attendee ids)
+    emit N MS               queue N entry events, one every MS ms, printing each event id
+                            as soon as it is durably queued (for kill -9 tests)
     flush                   hand the outbox to the broker now
     quit                    stop the link and exit
 
@@ -55,6 +57,11 @@ def answer(gate: SimGate, words: list[str]) -> dict[str, Any]:
         for i in range(int(rest[0])):
             gate.link.publish_event(f"b{i % 1000:07d}")
         return {"queued": int(rest[0]), "outbox": gate.link.outbox_depth()}
+    if name == "emit":
+        for i in range(int(rest[0])):
+            print(gate.link.publish_event(f"e{i % 1000:07d}"), flush=True)
+            time.sleep(float(rest[1]) / 1000)
+        return {"emitted": int(rest[0])}
     if name == "flush":
         gate.link.flush()
         return {"outbox": gate.link.outbox_depth()}

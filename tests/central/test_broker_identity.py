@@ -21,7 +21,11 @@ from hypothesis import strategies as st
 
 from tests import broker as tb
 from tests.central.conftest import Site, T, wait_for
+from tests.ledger import Ledger
 
+pytestmark = pytest.mark.hostile
+
+CLASS = "broker identity"
 REVOCATIONS = f"{T}/gate-1/revocations"
 
 
@@ -72,9 +76,10 @@ def impersonate(live: Live, cert: str, client_id: str, *, clean_start: bool = Tr
 @pytest.mark.parametrize("client_id", ["gate-1", "", "central", "admin", "gate-1 ", "GATE-1",
                                        "gate-1/x", "gate-2", "x" * 23, "x" * 200])
 @pytest.mark.parametrize("clean_start", [True, False])
-def test_another_gates_certificate_cannot_take_gate_1s_client_id(live, client_id,
-                                                                 clean_start):
-    impersonate(live, "gate-2", client_id, clean_start=clean_start)
+def test_another_gates_certificate_cannot_take_gate_1s_client_id(live, ledger: Ledger,
+                                                                 client_id, clean_start):
+    with ledger.case(CLASS):
+        impersonate(live, "gate-2", client_id, clean_start=clean_start)
 
 
 @settings(max_examples=25, deadline=None,
@@ -83,38 +88,41 @@ def test_another_gates_certificate_cannot_take_gate_1s_client_id(live, client_id
     st.sampled_from(["gate-1", "central", "admin", ""]),
     st.text(string.ascii_letters + string.digits + "-_.:/ ", min_size=1, max_size=64),
     st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=40)))
-def test_random_client_ids_never_disconnect_gate_1(live, client_id):
-    impersonate(live, "gate-2", client_id)
+def test_random_client_ids_never_disconnect_gate_1(live, ledger: Ledger, client_id):
+    with ledger.case(CLASS):
+        impersonate(live, "gate-2", client_id)
 
 
-def test_the_client_id_is_the_certificate_cn(live):
+def test_the_client_id_is_the_certificate_cn(live, ledger: Ledger):
     """The other side of the same rule: whatever id it asks for, a client gets its CN, so
     a second connection with one certificate replaces the first (one connection per
     certificate: a gate's diagnostics must not connect while the gate is online)."""
-    gate2 = tb.connect(live.site.dir, "gate-2", client_id="gate-2", clean_start=False)
-    try:
-        second = tb.connect(live.site.dir, "gate-2", client_id="anything-else")
+    with ledger.case(CLASS):
+        gate2 = tb.connect(live.site.dir, "gate-2", client_id="gate-2", clean_start=False)
         try:
-            wait_for(lambda: tb.disconnections(gate2), 5,
-                     "a second connection with gate-2's certificate to replace the first")
+            second = tb.connect(live.site.dir, "gate-2", client_id="anything-else")
+            try:
+                wait_for(lambda: tb.disconnections(gate2), 5,
+                         "a second connection with gate-2's certificate to replace the first")
+            finally:
+                tb.close(second)
         finally:
-            tb.close(second)
-    finally:
-        gate2.loop_stop()  # before paho reconnects it
-        tb.close(gate2)
-    assert live.healthy() == {"gate-1": [], "central": [], "admin": []}
+            gate2.loop_stop()  # before paho reconnects it
+            tb.close(gate2)
+        assert live.healthy() == {"gate-1": [], "central": [], "admin": []}
 
 
-def test_the_acl_stays_per_cn_whatever_the_client_id(live):
+def test_the_acl_stays_per_cn_whatever_the_client_id(live, ledger: Ledger):
     """gate-2's certificate under gate-1's id still has gate-2's rights, not gate-1's."""
-    impostor = tb.connect(live.site.dir, "gate-2", client_id="gate-1")
-    try:
-        stolen, _ = tb.subscribe(impostor, REVOCATIONS)
-        assert tb.publish(impostor, f"{T}/gate-1/events", b"forged").value == 0x87
-        assert not tb.publish(live.central, REVOCATIONS, b"for gate-1 only").is_failure
-        assert live.gate1_inbox.get(timeout=5).payload == b"for gate-1 only"
-        with pytest.raises(queue.Empty):
-            stolen.get(timeout=0.5)
-    finally:
-        tb.close(impostor)
-    assert live.healthy() == {"gate-1": [], "central": [], "admin": []}
+    with ledger.case(CLASS):
+        impostor = tb.connect(live.site.dir, "gate-2", client_id="gate-1")
+        try:
+            stolen, _ = tb.subscribe(impostor, REVOCATIONS)
+            assert tb.publish(impostor, f"{T}/gate-1/events", b"forged").value == 0x87
+            assert not tb.publish(live.central, REVOCATIONS, b"for gate-1 only").is_failure
+            assert live.gate1_inbox.get(timeout=5).payload == b"for gate-1 only"
+            with pytest.raises(queue.Empty):
+                stolen.get(timeout=0.5)
+        finally:
+            tb.close(impostor)
+        assert live.healthy() == {"gate-1": [], "central": [], "admin": []}

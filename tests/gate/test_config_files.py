@@ -20,7 +20,11 @@ from gate.cli.main import main
 from gate.configcheck import MAX_CONFIG_BYTES
 from gate.errors import ConfigError
 from gate.exitcodes import EXIT_CONFIG, EXIT_OK
+from tests.ledger import Ledger
 
+pytestmark = pytest.mark.hostile
+
+CLASS = "config garbage"
 LANE = '[gate]\nid = "lane-1"\nvenue = "arena"\nevent = "final"\n'
 FIXTURE_OK = [HealthCheck.function_scoped_fixture]
 
@@ -79,45 +83,52 @@ def _one_line(text: str) -> str:
     return lines[0]
 
 
-def test_config_check_refuses_each_in_one_line_with_exit_3(bad_files, capsys):
+def test_config_check_refuses_each_in_one_line_with_exit_3(bad_files, capsys,
+                                                           ledger: Ledger):
     for name, (path, word) in bad_files.items():
-        assert main(["config", "check", str(path)]) == EXIT_CONFIG, name
-        out = capsys.readouterr().out.splitlines()
-        assert out[0].startswith(f"✗ {path}: ") and word in out[0], (name, out)
-        assert out[1:] == [f"{path}: 1 error"], (name, out)
-        assert main(["config", "check", "--service", "--json", str(path)]) == EXIT_CONFIG
-        report = json.loads(capsys.readouterr().out)
-        assert [e["path"] for e in report["errors"]] == [""], name
-        assert word in report["errors"][0]["reason"] and \
-            "\n" not in report["errors"][0]["reason"], name
+        with ledger.case(CLASS):
+            assert main(["config", "check", str(path)]) == EXIT_CONFIG, name
+            out = capsys.readouterr().out.splitlines()
+            assert out[0].startswith(f"✗ {path}: ") and word in out[0], (name, out)
+            assert out[1:] == [f"{path}: 1 error"], (name, out)
+            assert main(["config", "check", "--service", "--json", str(path)]) == EXIT_CONFIG
+            report = json.loads(capsys.readouterr().out)
+            assert [e["path"] for e in report["errors"]] == [""], name
+            assert word in report["errors"][0]["reason"] and \
+                "\n" not in report["errors"][0]["reason"], name
 
 
-def test_every_command_that_loads_the_config_refuses_it(bad_files, capsys, monkeypatch):
+def test_every_command_that_loads_the_config_refuses_it(bad_files, capsys, monkeypatch,
+                                                        ledger: Ledger):
     for name, (path, word) in bad_files.items():
-        assert main(["--config", str(path), "models"]) == EXIT_CONFIG, name
-        err = _one_line(capsys.readouterr().err)
-        assert err.startswith(f"gatectl: config: {path}: ") and word in err, (name, err)
-        monkeypatch.setenv("GATE_CONFIG", str(path))
-        assert main(["status"]) == EXIT_CONFIG, name
-        assert word in _one_line(capsys.readouterr().err), name
-        monkeypatch.delenv("GATE_CONFIG")
+        with ledger.case(CLASS):
+            assert main(["--config", str(path), "models"]) == EXIT_CONFIG, name
+            err = _one_line(capsys.readouterr().err)
+            assert err.startswith(f"gatectl: config: {path}: ") and word in err, (name, err)
+            monkeypatch.setenv("GATE_CONFIG", str(path))
+            assert main(["status"]) == EXIT_CONFIG, name
+            assert word in _one_line(capsys.readouterr().err), name
+            monkeypatch.delenv("GATE_CONFIG")
 
 
-def test_gatectl_run_refuses_each_with_exit_3_before_touching_anything(bad_files, capsys):
+def test_gatectl_run_refuses_each_with_exit_3_before_touching_anything(bad_files, capsys,
+                                                                      ledger: Ledger):
     for name, (path, word) in bad_files.items():
-        assert main(["--config", str(path), "run"]) == EXIT_CONFIG, name
-        out = capsys.readouterr()
-        # The service logs to stdout (the journal): one error line, no traceback.
-        errors = [line for line in out.out.splitlines() if " ERROR " in line]
-        assert "Traceback" not in out.out + out.err, name
-        assert len(errors) == 1 and "config invalid" in errors[0] and word in errors[0], \
-            (name, errors)
-        with pytest.raises(ConfigError) as exc:
-            config_mod.load_for_service(path)
-        assert exc.value.path == "" and word in str(exc.value) and "\n" not in str(exc.value)
+        with ledger.case(CLASS):
+            assert main(["--config", str(path), "run"]) == EXIT_CONFIG, name
+            out = capsys.readouterr()
+            # The service logs to stdout (the journal): one error line, no traceback.
+            errors = [line for line in out.out.splitlines() if " ERROR " in line]
+            assert "Traceback" not in out.out + out.err, name
+            assert len(errors) == 1 and "config invalid" in errors[0] and word in errors[0], \
+                (name, errors)
+            with pytest.raises(ConfigError) as exc:
+                config_mod.load_for_service(path)
+            assert exc.value.path == "" and word in str(exc.value) and \
+                "\n" not in str(exc.value)
 
 
-def test_no_more_than_the_limit_is_ever_read(bad_files, monkeypatch):
+def test_no_more_than_the_limit_is_ever_read(bad_files, monkeypatch, ledger: Ledger):
     read = []
     real = os.read
 
@@ -126,18 +137,19 @@ def test_no_more_than_the_limit_is_ever_read(bad_files, monkeypatch):
         read.append(len(data))
         return data
     monkeypatch.setattr(os, "read", spy)
-    for path, _ in bad_files.values():
-        config_mod.check(path, service=True)
-    assert max(read, default=0) <= MAX_CONFIG_BYTES + 1
+    for name, (path, _) in bad_files.items():
+        with ledger.case(CLASS):  # checked after each file: the most read so far
+            config_mod.check(path, service=True)
+            assert max(read, default=0) <= MAX_CONFIG_BYTES + 1, name
 
 
-def test_a_config_at_the_limit_is_read_and_one_byte_more_is_not(tmp_path):
+def test_a_config_at_the_limit_is_read_and_one_byte_more_is_not(tmp_path, ledger: Ledger):
     f = tmp_path / "gate.toml"
     body = LANE.encode()
     f.write_bytes(body + b"#" * (MAX_CONFIG_BYTES - len(body)))
     assert config_mod.load_for_service(f).gate.id == "lane-1"
     f.write_bytes(body + b"#" * (MAX_CONFIG_BYTES - len(body) + 1))
-    with pytest.raises(ConfigError, match="exceeds the limit"):
+    with ledger.case(CLASS), pytest.raises(ConfigError, match="exceeds the limit"):
         config_mod.load_for_service(f)
 
 
@@ -172,14 +184,15 @@ def test_load_for_service_reads_the_file_once(tmp_path, monkeypatch):
 
 @settings(max_examples=200, deadline=None, suppress_health_check=FIXTURE_OK)
 @given(data=st.binary(max_size=2000) | st.text(max_size=500).map(str.encode))
-def test_random_bytes_are_a_config_or_one_line_errors(tmp_path, data):
+def test_random_bytes_are_a_config_or_one_line_errors(tmp_path, ledger: Ledger, data):
     f = tmp_path / "fuzz.toml"
     f.write_bytes(data)
-    for service in (False, True):
-        errors = config_mod.check(f, service=service)
-        assert all(isinstance(e, ConfigError) for e in errors)
-        assert all("\n" not in str(e) and "\r" not in str(e) for e in errors)
-        assert all(len(str(e)) < 600 for e in errors)
+    with ledger.case(CLASS):
+        for service in (False, True):
+            errors = config_mod.check(f, service=service)
+            assert all(isinstance(e, ConfigError) for e in errors)
+            assert all("\n" not in str(e) and "\r" not in str(e) for e in errors)
+            assert all(len(str(e)) < 600 for e in errors)
 
 
 _SCALARS = (st.integers(-(2 ** 70), 2 ** 70) | st.floats(allow_nan=True) | st.booleans() |
@@ -196,12 +209,13 @@ _VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4) |
 @settings(max_examples=300, deadline=None)
 @given(doc=st.dictionaries(_KEYS, st.dictionaries(_FIELDS, _VALUES, max_size=6) | _VALUES,
                            max_size=6))
-def test_any_document_validates_to_one_line_errors_with_their_keys(doc):
-    cfg, errors = config_mod.validate(doc, base_dir=Path("/etc/gate"))
-    for e in errors:
-        assert isinstance(e, ConfigError)
-        text = str(e)
-        assert "\n" not in text and "\r" not in text and len(text) < 600, text
-        assert e.path.isprintable(), e.path
-    if not errors:
-        assert isinstance(cfg, config_mod.Config)
+def test_any_document_validates_to_one_line_errors_with_their_keys(ledger: Ledger, doc):
+    with ledger.case(CLASS):
+        cfg, errors = config_mod.validate(doc, base_dir=Path("/etc/gate"))
+        for e in errors:
+            assert isinstance(e, ConfigError)
+            text = str(e)
+            assert "\n" not in text and "\r" not in text and len(text) < 600, text
+            assert e.path.isprintable(), e.path
+        if not errors:
+            assert isinstance(cfg, config_mod.Config)

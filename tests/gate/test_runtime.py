@@ -12,6 +12,7 @@ import pytest
 from gate.camera.base import CameraError
 from gate.detect import ticket
 from gate.detect.pad import NoDetector, make
+from gate.errors import StateError
 from gate.policy import Indication, Phase
 from gate.sim.lane import SimulatedLane, at_lane_distance, compose
 from sync.templates import Enrolment
@@ -307,5 +308,43 @@ def test_relay_pin_timing_when_nobody_walks_through(config, pipeline, matcher, f
         assert [s.state for s in relay.states] == [False, True, False]
         assert relay.states[-1].timestamp == pytest.approx(1.0, abs=0.15)
         assert entries.sent == []
+    finally:
+        lane.stop()
+
+
+class RefusingEntries(Entries):
+    """An entry log whose disk is full for the first ``refusals`` writes."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    def publish_event(self, attendee: str, at: float | None = None) -> str:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise StateError("link state: database or disk is full")
+        return super().publish_event(attendee, at)
+
+
+def test_an_entry_the_log_refuses_waits_and_is_recorded_later(config, pipeline, matcher,
+                                                               faces):
+    entries = RefusingEntries(refusals=3)
+    lane = make_lane(config, pipeline, matcher, entries)
+    try:
+        lane.scene = compose((faces["obama3"],))
+        lane.presence(True)
+        run_until(lane, {Phase.OPEN})
+        lane.presence(False)
+        lane.passage(True)
+        run_until(lane, {Phase.PASSED})  # the log refuses: the loop goes on regardless
+        stats = lane.runtime.stats
+        assert entries.sent == [] and stats.entries_waiting == 1 and stats.degraded
+        assert "confirmed entries wait" in stats.degraded_reason
+        lane.passage(False)
+        run_until(lane, {Phase.IDLE})
+        for _ in range(5):
+            lane.runtime.step()
+        assert entries.sent == ["att-obama"] and stats.entries_waiting == 0
+        assert not stats.degraded and stats.entries == 1
     finally:
         lane.stop()

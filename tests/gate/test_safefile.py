@@ -12,6 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gate.safefile import kind, open_regular, read_regular, shown
+from tests.ledger import Ledger
+
+pytestmark = pytest.mark.hostile
+
+CLASS = "unbounded local files"
 
 
 class RefusedError(Exception):
@@ -49,7 +54,8 @@ def specials(tmp_path) -> Iterator[dict[str, Path]]:
         sock.close()
 
 
-def test_only_regular_files_are_read_and_nothing_else_is_even_opened(specials, monkeypatch):
+def test_only_regular_files_are_read_and_nothing_else_is_even_opened(specials, monkeypatch,
+                                                                      ledger: Ledger):
     opened: list[str] = []
     real_open = os.open
 
@@ -58,15 +64,16 @@ def test_only_regular_files_are_read_and_nothing_else_is_even_opened(specials, m
         return real_open(path, *a, **kw)
     monkeypatch.setattr(os, "open", spy)
     for name, path in specials.items():
-        with pytest.raises(RefusedError) as err:
-            read(path)
-        message = str(err.value)
-        assert "\n" not in message and message.startswith(("thing is ", "cannot read thing")), \
-            (name, message)
-        if name != "loop":
-            assert "not a regular file" in message, (name, message)
-    # /dev/watchdog would arm on open: a device is refused from its stat alone.
-    assert opened == []
+        with ledger.case(CLASS):
+            with pytest.raises(RefusedError) as err:
+                read(path)
+            message = str(err.value)
+            assert "\n" not in message and \
+                message.startswith(("thing is ", "cannot read thing")), (name, message)
+            if name != "loop":
+                assert "not a regular file" in message, (name, message)
+            # /dev/watchdog would arm on open: a device is refused from its stat alone.
+            assert opened == [], name
 
 
 def test_a_link_to_a_regular_file_is_followed(tmp_path):
@@ -83,19 +90,21 @@ def test_a_link_to_a_regular_file_is_followed(tmp_path):
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(size=st.integers(0, 300), limit=st.integers(0, 300))
-def test_the_limit_is_exact(tmp_path, size, limit):
+def test_the_limit_is_exact(tmp_path, ledger: Ledger, size, limit):
     f = tmp_path / "f"
     f.write_bytes(bytes(range(256)) * 2 * (size // 512 + 1))
     with open(f, "r+b") as fh:
         fh.truncate(size)
-    if size <= limit:
-        assert read(f, limit) == f.read_bytes()
-    else:
-        with pytest.raises(RefusedError, match=f"of {size} bytes exceeds the limit of {limit}"):
-            read(f, limit)
+    with ledger.case(CLASS):
+        if size <= limit:
+            assert read(f, limit) == f.read_bytes()
+        else:
+            with pytest.raises(RefusedError,
+                               match=f"of {size} bytes exceeds the limit of {limit}"):
+                read(f, limit)
 
 
-def test_a_big_file_is_refused_without_reading_it(tmp_path, monkeypatch):
+def test_a_big_file_is_refused_without_reading_it(tmp_path, monkeypatch, ledger: Ledger):
     big = tmp_path / "big"
     with open(big, "wb") as fh:
         fh.truncate(5 * 1024 * 1024)  # sparse: cheap
@@ -106,12 +115,14 @@ def test_a_big_file_is_refused_without_reading_it(tmp_path, monkeypatch):
         reads.append(n)
         return real_read(fd, n)
     monkeypatch.setattr(os, "read", spy)
-    with pytest.raises(RefusedError, match="exceeds"):
-        read(big, 1024)
-    assert reads == []
+    with ledger.case(CLASS):
+        with pytest.raises(RefusedError, match="exceeds"):
+            read(big, 1024)
+        assert reads == []
 
 
-def test_a_file_larger_than_its_size_says_is_cut_at_limit_plus_one(monkeypatch):
+def test_a_file_larger_than_its_size_says_is_cut_at_limit_plus_one(monkeypatch,
+                                                                    ledger: Ledger):
     """/proc files say 0 bytes; whatever a file says, no more than limit + 1 bytes are
     read and the file is refused."""
     reads: list[int] = []
@@ -124,30 +135,32 @@ def test_a_file_larger_than_its_size_says_is_cut_at_limit_plus_one(monkeypatch):
     monkeypatch.setattr(os, "read", spy)
     status = Path("/proc/self/status")
     assert os.stat(status).st_size == 0 and len(status.read_bytes()) > 64
-    with pytest.raises(RefusedError, match="grew past the limit of 64"):
-        read(status, 64)
-    assert sum(reads) == 65
+    with ledger.case(CLASS):
+        with pytest.raises(RefusedError, match="grew past the limit of 64"):
+            read(status, 64)
+        assert sum(reads) == 65
     reads.clear()
     assert read(status, 1 << 20).startswith(b"Name:")  # under the limit: read whole
 
 
-def test_missing_and_unreadable(tmp_path):
-    with pytest.raises(RefusedError, match=r"cannot read thing \(No such file or directory\)"):
+def test_missing_and_unreadable(tmp_path, ledger: Ledger):
+    with ledger.case(CLASS), \
+            pytest.raises(RefusedError, match=r"cannot read thing \(No such file or directory\)"):
         read(tmp_path / "nope")
-    with pytest.raises(RefusedError, match="NUL byte"):
+    with ledger.case(CLASS), pytest.raises(RefusedError, match="NUL byte"):
         read(str(tmp_path / "a\x00b"))
     (tmp_path / "file").write_text("x")
-    with pytest.raises(RefusedError, match="Not a directory"):
+    with ledger.case(CLASS), pytest.raises(RefusedError, match="Not a directory"):
         read(tmp_path / "file" / "below")
     if os.geteuid() != 0:  # root reads anything
         locked = tmp_path / "locked"
         locked.write_text("x")
         locked.chmod(0)
-        with pytest.raises(RefusedError, match="Permission denied"):
+        with ledger.case(CLASS), pytest.raises(RefusedError, match="Permission denied"):
             read(locked)
 
 
-def test_open_regular_gives_a_descriptor_of_the_checked_file(tmp_path):
+def test_open_regular_gives_a_descriptor_of_the_checked_file(tmp_path, ledger: Ledger):
     f = tmp_path / "clip.avi"
     f.write_bytes(b"RIFF")
     fd = open_regular(f, what="video", fail=RefusedError)
@@ -155,7 +168,8 @@ def test_open_regular_gives_a_descriptor_of_the_checked_file(tmp_path):
         assert os.read(fd, 10) == b"RIFF"
     finally:
         os.close(fd)
-    with pytest.raises(RefusedError, match="video is a character device, not a regular file"):
+    with ledger.case(CLASS), \
+            pytest.raises(RefusedError, match="video is a character device, not a regular file"):
         open_regular("/dev/zero", what="video", fail=RefusedError)
 
 

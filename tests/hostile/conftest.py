@@ -1,30 +1,12 @@
-"""Fixtures of the hostile suite and the table it prints at the end of the run."""
+"""Fixtures of the hostile suite (the ledger and its table are in ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-
-from tests.hostile.ledger import LEDGER, Ledger
-
-
-@pytest.fixture(scope="session")
-def ledger() -> Ledger:
-    """The session's attack ledger."""
-    return LEDGER
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print the attack table when any hostile case ran."""
-    if not LEDGER.tried:
-        return
-    terminalreporter.section("hostile input: cases tried, held, broke")
-    for line in LEDGER.table():
-        terminalreporter.write_line(line)
 
 
 @pytest.fixture

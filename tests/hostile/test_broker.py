@@ -18,11 +18,14 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gate.link.mqtt import MqttTransport
 from sync import messages
 from tests import broker as tb
-from tests.hostile.ledger import Ledger
+from tests.ledger import Ledger
 from tests.support import DAY, DIM, unit
 from tests.venue import VENUE, Venue, wait_for
+
+pytestmark = pytest.mark.hostile
 
 ATTACKER, VICTIM = "lane-2", "lane-1"
 
@@ -154,3 +157,20 @@ def test_one_gate_certificate_cannot_take_another_clients_id(venue: Venue, ledge
     finally:
         link.disconnected = original  # type: ignore[method-assign]
     assert ledger.record("broker identity", held), (client_id, dropped)
+
+
+def test_a_dead_network_thread_is_noticed_and_the_link_restarted(venue: Venue,
+                                                                 ledger: Ledger):
+    """Whatever kills paho's thread, the heartbeat says so (never "connected" forever) and a
+    restart brings revocations back, with their receipts."""
+    link = venue.gates[VICTIM].link
+    transport = link.transport
+    assert transport is not None and transport.alive()
+    assert not link.stalled(after_s=5)
+    assert isinstance(transport, MqttTransport) and transport.client is not None
+    transport.client.loop_stop()  # the thread is gone, the socket still open
+    dead = link.stalled(after_s=5) and any("not running" in h for h in link.health())
+    link.restart()
+    wait_for(lambda: transport.alive() and link.wait_connected(0), what="reconnect")
+    held = dead and _revocation_gets_its_receipt(venue, "att-after-restart")
+    assert ledger.record("link supervision", held)

@@ -23,9 +23,11 @@ from gate.match.decision import Outcome
 from sync import messages, schemas
 from sync.errors import ProtocolError, SignedInvalidError
 from sync.templates import Enrolment
-from tests.hostile.ledger import Ledger
+from tests.ledger import Ledger
 from tests.linkrig import PEER, VENUE, Rig
 from tests.support import DAY, protector, random_unit
+
+pytestmark = pytest.mark.hostile
 
 RNG = np.random.default_rng(17)
 FACES = {f"att-{i}": random_unit(RNG) for i in range(3)}

@@ -19,7 +19,11 @@ from hypothesis import strategies as st
 from gate.camera import Camera, CameraError, Mode
 from gate.camera import replay as replay_mod
 from gate.camera.replay import ReplayCamera, ReplayOptions, fit_into
+from tests.ledger import Ledger
 
+pytestmark = pytest.mark.hostile
+
+CLASS = "bad frames"
 MODE = Mode(64, 48, 240)
 FIXTURE_OK = [HealthCheck.function_scoped_fixture]
 
@@ -71,7 +75,7 @@ def _read(cam: Camera[Any]) -> int | None:
     return None
 
 
-def test_a_folder_of_bad_files_is_read_past_file_by_file(tmp_path):
+def test_a_folder_of_bad_files_is_read_past_file_by_file(tmp_path, ledger: Ledger):
     folder = tmp_path / "frames"
     folder.mkdir()
     kinds = _bad_files(folder)
@@ -81,28 +85,31 @@ def test_a_folder_of_bad_files_is_read_past_file_by_file(tmp_path):
         kinds[name] = str(value)
     order = sorted(kinds)
     expected = [None if kinds[n] == "bad" else int(kinds[n]) for n in order]
-    with ReplayCamera(MODE, ReplayOptions(folder)) as cam:
-        seen = [_read(cam) for _ in range(2 * len(order))]
-        assert cam.frame.shape == (48, 64, 3)
-    assert seen == expected * 2  # every file once per round, bad ones are errors only
+    bad = sum(kind == "bad" for kind in kinds.values())
+    with ledger.case(CLASS, n=bad):  # one camera read past them all, twice round
+        with ReplayCamera(MODE, ReplayOptions(folder)) as cam:
+            seen = [_read(cam) for _ in range(2 * len(order))]
+            assert cam.frame.shape == (48, 64, 3)
+        assert seen == expected * 2  # every file once per round, bad ones are errors only
 
 
-def test_a_reopened_camera_continues_after_the_bad_file(tmp_path):
+def test_a_reopened_camera_continues_after_the_bad_file(tmp_path, ledger: Ledger):
     """The runtime closes the camera on a fault and reopens it: it must not start over
     and meet the same bad file first every time."""
     folder = tmp_path / "frames"
     folder.mkdir()
     (folder / "a.jpg").write_bytes(b"not an image")
     (folder / "b.png").write_bytes(_solid(100))
-    cam = ReplayCamera(MODE, ReplayOptions(folder))
-    for _ in range(3):
-        cam.open()
-        assert _read(cam) is None
-        cam.close()
-        cam.open()
-        assert _read(cam) == 100
-        cam.close()
-    assert not cam.frame.any()
+    with ledger.case(CLASS):
+        cam = ReplayCamera(MODE, ReplayOptions(folder))
+        for _ in range(3):
+            cam.open()
+            assert _read(cam) is None
+            cam.close()
+            cam.open()
+            assert _read(cam) == 100
+            cam.close()
+        assert not cam.frame.any()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=FIXTURE_OK)
@@ -110,15 +117,16 @@ def test_a_reopened_camera_continues_after_the_bad_file(tmp_path):
                      st.sampled_from([b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"RIFF"])
                      .flatmap(lambda m: st.binary(max_size=200).map(lambda r: m + r)),
                      min_size=1, max_size=6))
-def test_random_bytes_among_good_images(tmp_path_factory, junk):
+def test_random_bytes_among_good_images(tmp_path_factory, ledger: Ledger, junk):
     folder = tmp_path_factory.mktemp("fuzz")
     for k, data in enumerate(junk):
         (folder / f"{k:02d}-junk.jpg").write_bytes(data)
     (folder / "99-good.png").write_bytes(_solid(200))
-    with ReplayCamera(MODE, ReplayOptions(folder)) as cam:
-        seen = [_read(cam) for _ in range(len(junk) + 1)]
-    assert seen[-1] == 200  # the camera always got past every junk file
-    assert all(v is None or isinstance(v, int) for v in seen)
+    with ledger.case(CLASS):
+        with ReplayCamera(MODE, ReplayOptions(folder)) as cam:
+            seen = [_read(cam) for _ in range(len(junk) + 1)]
+        assert seen[-1] == 200  # the camera always got past every junk file
+        assert all(v is None or isinstance(v, int) for v in seen)
 
 
 @pytest.fixture
@@ -131,7 +139,7 @@ def video(tmp_path) -> Path:
     return path
 
 
-def test_sources_that_are_not_a_folder_or_a_regular_file(tmp_path, video):
+def test_sources_that_are_not_a_folder_or_a_regular_file(tmp_path, video, ledger: Ledger):
     fifo = tmp_path / "fifo.avi"
     os.mkfifo(fifo)
     (tmp_path / "link.avi").symlink_to("/dev/zero")
@@ -141,11 +149,12 @@ def test_sources_that_are_not_a_folder_or_a_regular_file(tmp_path, video):
              str(tmp_path / "garbage.avi"): "cannot open video",
              str(tmp_path / "nothing"): "does not exist"}
     for source, word in cases.items():
-        cam = ReplayCamera(MODE, ReplayOptions(source))
-        with pytest.raises(CameraError) as err:
-            cam.open()
-        assert word in str(err.value) and "\n" not in str(err.value), source
-        assert not cam.is_open
+        with ledger.case(CLASS):
+            cam = ReplayCamera(MODE, ReplayOptions(source))
+            with pytest.raises(CameraError) as err:
+                cam.open()
+            assert word in str(err.value) and "\n" not in str(err.value), source
+            assert not cam.is_open
     link = tmp_path / "link-to-clip.avi"
     link.symlink_to(video)
     with ReplayCamera(Mode(160, 120, 240), ReplayOptions(link)) as linked:
@@ -170,40 +179,46 @@ def test_the_video_is_read_through_the_checked_descriptor(video, monkeypatch):
         os.fstat(fd)  # closed with the camera
 
 
-def test_a_video_of_frames_over_the_pixel_limit_is_refused(video, monkeypatch):
+def test_a_video_of_frames_over_the_pixel_limit_is_refused(video, monkeypatch,
+                                                           ledger: Ledger):
     monkeypatch.setattr(replay_mod, "MAX_PIXELS", 160 * 120 - 1)
-    cam = ReplayCamera(Mode(160, 120, 240), ReplayOptions(video))
-    with pytest.raises(CameraError, match="frames exceed the 19199-pixel limit"):
-        cam.open()
-    assert cam._video_fd is None
+    with ledger.case(CLASS):
+        cam = ReplayCamera(Mode(160, 120, 240), ReplayOptions(video))
+        with pytest.raises(CameraError, match="frames exceed the 19199-pixel limit"):
+            cam.open()
+        assert cam._video_fd is None
 
 
 @pytest.mark.parametrize("scene", [np.zeros((0, 0, 3), np.uint8), np.zeros((0, 10, 3), np.uint8),
                                    np.zeros((10, 0, 3), np.uint8), [[1, 2, 3]], "frame",
                                    np.zeros((10, 10, 3), np.float64)])
-def test_scenes_it_cannot_show_are_camera_errors(scene):
-    with ReplayCamera(MODE, ReplayOptions(lambda: scene)) as cam, \
-            pytest.raises(CameraError) as err:
-        cam.read()
-    assert "\n" not in str(err.value)
+def test_scenes_it_cannot_show_are_camera_errors(ledger: Ledger, scene):
+    with ledger.case(CLASS):
+        with ReplayCamera(MODE, ReplayOptions(lambda: scene)) as cam, \
+                pytest.raises(CameraError) as err:
+            cam.read()
+        assert "\n" not in str(err.value)
 
 
-def test_a_scene_that_raises_is_a_camera_error_without_its_message():
+def test_a_scene_that_raises_is_a_camera_error_without_its_message(ledger: Ledger):
     def scene():
         raise RuntimeError("att-123 secret")
-    with ReplayCamera(MODE, ReplayOptions(scene)) as cam, pytest.raises(CameraError) as err:
-        cam.read()
-    assert str(err.value) == "replay: the scene failed (RuntimeError)"
+    with ledger.case(CLASS):
+        with ReplayCamera(MODE, ReplayOptions(scene)) as cam, \
+                pytest.raises(CameraError) as err:
+            cam.read()
+        assert str(err.value) == "replay: the scene failed (RuntimeError)"
 
 
 @settings(max_examples=100, deadline=None)
 @given(h=st.integers(0, 70), w=st.integers(0, 70))
-def test_fit_into_any_size(h, w):
+def test_fit_into_any_size(ledger: Ledger, h, w):
     out = np.zeros((48, 64, 3), np.uint8)
     image = np.full((h, w, 3), 200, np.uint8)
-    if h and w:
-        fit_into(image, out)
-        assert out.max() == 200
-    else:
-        with pytest.raises(CameraError, match="empty"):
+    with ledger.case(CLASS):
+        if h and w:
             fit_into(image, out)
+            assert out.max() == 200
+        else:
+            with pytest.raises(CameraError, match="empty"):
+                fit_into(image, out)

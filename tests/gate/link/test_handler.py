@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gate.link.handler import MessageHandler
 from gate.match.decision import Outcome
 from sync import messages, payloads
 from sync.templates import Enrolment
-from tests.linkrig import PEER, VENUE, Central, Rig
+from tests.linkrig import GATE, PEER, VENUE, Central, Rig
 from tests.support import DAY, Clock, protector, random_unit
 
 
@@ -64,6 +65,27 @@ def test_replayed_and_stale_messages_change_nothing(rig):
     rig.upsert([enrolment("att-0", 1, rig.clock)])
     assert "att-0" not in rig.cache
     assert rig.receipts[-1]["stale"] == 1
+
+
+@pytest.mark.parametrize("pushed", [1, 10**6, 2**62])
+def test_a_seq_pushed_forward_in_the_state_file_cannot_stop_deletion(rig, pushed):
+    """``sync.db`` is a plain file a technician can edit: its record of central's cache
+    streams is not what decides a replay (the cache's own authenticated record is)."""
+    rig.upsert([enrolment(n, 1, rig.clock) for n in FACES])
+    for stream in ("in:revocations", "in:templates"):
+        rig.state.set_seq(stream, rig.state.last_seq(stream) + pushed)
+    restarted = MessageHandler(venue=VENUE, gate=GATE, cache=rig.cache, state=rig.state,
+                               seal_key=rig.seal_key, peer_keys={}, queue=rig._queue,
+                               changed=lambda: None)
+    restarted.message(*rig.central.message("revocations", "revoke",
+                                           {"items": [{"attendee": "att-2", "seq": 2}]}))
+    assert "att-2" not in rig.cache
+    assert rig.matcher.identify(FACES["att-2"]).attendee is None
+    assert rig.receipts[-1]["attendee"] == "att-2" and rig.receipts[-1]["kind"] == "deleted"
+    seq, sealed = rig.central.sealed("templates",
+                                     payloads.encode([enrolment("att-2", 3, rig.clock)]))
+    restarted.message(*rig.central.message("templates", "upsert", {"sealed": sealed}, seq=seq))
+    assert "att-2" in rig.cache  # and a new enrolment still applies
 
 
 @pytest.mark.parametrize("tamper", ["unsigned", "other key", "other gate's topic",

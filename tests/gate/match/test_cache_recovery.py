@@ -19,8 +19,12 @@ from gate.match.erase import CACHE_FILE, JOURNAL_FILE, KEY_FILE, erase
 from tests.gate.match import faults
 from tests.gate.match.test_cache import BINDING, PEOPLE, T0, enrol, probe
 from tests.gate.match.test_cache_tamper import state_of
+from tests.ledger import Ledger
 from tests.support import DAY, KEK, Clock
 
+pytestmark = pytest.mark.hostile
+
+CLASS = "journal and cache damage"
 NAMES = sorted(PEOPLE)
 
 
@@ -53,7 +57,7 @@ def invalid_untouched(make_store, state: Path) -> str:
 @pytest.mark.parametrize("name", [CACHE_FILE, JOURNAL_FILE, KEY_FILE])
 @pytest.mark.parametrize("kind", ["directory", "fifo", "symlink", "huge", "socket-like"])
 def test_anything_but_a_regular_file_makes_the_cache_invalid_in_one_line(
-        state, make_store, tmp_path, name, kind):
+        state, make_store, tmp_path, name, kind, *, ledger: Ledger):
     path = state / name
     good = tmp_path / f"good-{name}"
     shutil.move(path, good)
@@ -75,34 +79,38 @@ def test_anything_but_a_regular_file_makes_the_cache_invalid_in_one_line(
     else:
         path.symlink_to(tmp_path / "nowhere")  # dangling
         why = "symbolic link"
-    reason = invalid_untouched(make_store, state)
-    assert reason.startswith(f"{name}: ") and why in reason, reason
-    info = offline.inspect(state, Key(KEK, "test"), BINDING, now=T0)
-    assert info.state == "invalid" and info.reason == reason
+    with ledger.case(CLASS):
+        reason = invalid_untouched(make_store, state)
+        assert reason.startswith(f"{name}: ") and why in reason, reason
+        info = offline.inspect(state, Key(KEK, "test"), BINDING, now=T0)
+        assert info.state == "invalid" and info.reason == reason
 
 
-def test_a_verified_snapshot_sets_a_directory_aside_and_recovers(state, make_store):
+def test_a_verified_snapshot_sets_a_directory_aside_and_recovers(state, make_store,
+                                                                   ledger: Ledger):
     (state / JOURNAL_FILE).unlink()
     (state / JOURNAL_FILE).mkdir()
-    t = make_store(state)
-    assert t.cache.load().state == "invalid"
-    assert t.cache.replace([enrol("att-005", seq=3)]).state == "ok"
-    aside = sorted(p.name for p in state.glob("templates.*.invalid-*"))
-    assert len(aside) == 2 and (state / aside[1]).is_dir()
-    assert make_store(state).cache.load().attendees == 1
+    with ledger.case(CLASS):
+        t = make_store(state)
+        assert t.cache.load().state == "invalid"
+        assert t.cache.replace([enrol("att-005", seq=3)]).state == "ok"
+        aside = sorted(p.name for p in state.glob("templates.*.invalid-*"))
+        assert len(aside) == 2 and (state / aside[1]).is_dir()
+        assert make_store(state).cache.load().attendees == 1
 
 
 # --- older formats -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", [CACHE_FILE, JOURNAL_FILE])
-def test_files_of_an_older_format_ask_for_a_resync(state, make_store, name):
+def test_files_of_an_older_format_ask_for_a_resync(state, make_store, ledger: Ledger, name):
     path = state / name
     data = bytearray(path.read_bytes())
     struct.pack_into("<H", data, 4, 1)  # format 1, as the previous firmware wrote
     path.write_bytes(bytes(data))
-    reason = invalid_untouched(make_store, state)
-    assert reason == f"{name}: format 1 of an older firmware; re-sync needed"
+    with ledger.case(CLASS):
+        reason = invalid_untouched(make_store, state)
+        assert reason == f"{name}: format 1 of an older firmware; re-sync needed"
     assert cachefile.FORMAT == journal.FORMAT == 2
 
 
@@ -110,46 +118,48 @@ def test_files_of_an_older_format_ask_for_a_resync(state, make_store, name):
 
 
 def test_a_snapshot_sets_the_damaged_files_aside_and_erase_destroys_them(state, make_store,
-                                                                         clock):
+                                                                         clock, ledger: Ledger):
     path = state / JOURNAL_FILE
     path.write_bytes(path.read_bytes()[:-5])  # a committed revocation cut off
     damaged = {n: (state / n).read_bytes() for n in (CACHE_FILE, JOURNAL_FILE)}
-    t = make_store(state)
-    assert t.cache.load().state == "invalid"
-    assert t.cache.revoke("att-003", 4).durable is False  # enforced, nothing written
-    with pytest.raises(CacheError, match="full snapshot is needed"):
-        t.cache.upsert([enrol("att-004", seq=9)])
-    assert {p.name for p in state.iterdir()} == {KEY_FILE, CACHE_FILE, JOURNAL_FILE}
-    st = t.cache.replace([enrol(n, seq=1) for n in NAMES[:6]], [("att-002", 2, int(T0 + DAY))],
-                         seqs={"templates": 1, "revocations": 2})
-    assert st.state == "ok" and t.matcher.identify(probe("att-004")).attendee == "att-004"
-    # The revocation that arrived while invalid still wins over the snapshot's record.
-    assert "att-003" not in t.cache and "att-002" not in t.cache
-    stamp = int(clock.now)
-    for name, data in damaged.items():
-        assert (state / f"{name}.invalid-{stamp}").read_bytes() == data  # kept as it was
-    assert offline.disk_usage(state).keys() == {
-        KEY_FILE, CACHE_FILE, JOURNAL_FILE, f"{CACHE_FILE}.invalid-{stamp}",
-        f"{JOURNAL_FILE}.invalid-{stamp}"}
-    again = make_store(state)
-    assert again.cache.load().attendees == 4
-    assert (again.cache.stream_seq("templates"), again.cache.stream_seq("revocations")) == \
-        (1, 2)
-    gone = erase(state)
-    assert gone[0] == KEY_FILE and f"{CACHE_FILE}.invalid-{stamp}" in gone
-    assert list(state.iterdir()) == []
+    with ledger.case(CLASS):
+        t = make_store(state)
+        assert t.cache.load().state == "invalid"
+        assert t.cache.revoke("att-003", 4).durable is False  # enforced, nothing written
+        with pytest.raises(CacheError, match="full snapshot is needed"):
+            t.cache.upsert([enrol("att-004", seq=9)])
+        assert {p.name for p in state.iterdir()} == {KEY_FILE, CACHE_FILE, JOURNAL_FILE}
+        st = t.cache.replace([enrol(n, seq=1) for n in NAMES[:6]], [("att-002", 2, int(T0 + DAY))],
+                             seqs={"templates": 1, "revocations": 2})
+        assert st.state == "ok" and t.matcher.identify(probe("att-004")).attendee == "att-004"
+        # The revocation that arrived while invalid still wins over the snapshot's record.
+        assert "att-003" not in t.cache and "att-002" not in t.cache
+        stamp = int(clock.now)
+        for name, data in damaged.items():
+            assert (state / f"{name}.invalid-{stamp}").read_bytes() == data  # kept as it was
+        assert offline.disk_usage(state).keys() == {
+            KEY_FILE, CACHE_FILE, JOURNAL_FILE, f"{CACHE_FILE}.invalid-{stamp}",
+            f"{JOURNAL_FILE}.invalid-{stamp}"}
+        again = make_store(state)
+        assert again.cache.load().attendees == 4
+        assert (again.cache.stream_seq("templates"), again.cache.stream_seq("revocations")) == \
+            (1, 2)
+        gone = erase(state)
+        assert gone[0] == KEY_FILE and f"{CACHE_FILE}.invalid-{stamp}" in gone
+        assert list(state.iterdir()) == []
 
 
-def test_a_data_key_that_does_not_unwrap_is_set_aside_too(state, make_store, clock):
+def test_a_data_key_that_does_not_unwrap_is_set_aside_too(state, make_store, clock, ledger: Ledger):
     data = bytearray((state / KEY_FILE).read_bytes())
     data[-1] ^= 1
     (state / KEY_FILE).write_bytes(bytes(data))
-    t = make_store(state)
-    assert "does not unwrap" in t.cache.load().reason
-    t.cache.replace([enrol("att-009")])
-    assert (state / f"{KEY_FILE}.invalid-{int(clock.now)}").read_bytes() == bytes(data)
-    assert make_store(state).cache.load().attendees == 1
-    assert erase(state)[:2] == [KEY_FILE, f"{KEY_FILE}.invalid-{int(clock.now)}"]
+    with ledger.case(CLASS):
+        t = make_store(state)
+        assert "does not unwrap" in t.cache.load().reason
+        t.cache.replace([enrol("att-009")])
+        assert (state / f"{KEY_FILE}.invalid-{int(clock.now)}").read_bytes() == bytes(data)
+        assert make_store(state).cache.load().attendees == 1
+        assert erase(state)[:2] == [KEY_FILE, f"{KEY_FILE}.invalid-{int(clock.now)}"]
 
 
 def test_a_snapshot_older_than_a_revocation_does_not_undo_it(state, make_store):
@@ -228,7 +238,7 @@ def test_stream_seqs_move_forward_only_and_survive_reloads_and_compaction(
         again.cache.stream_seq("other")
 
 
-def test_a_full_rollback_loads_but_its_seqs_are_behind(state, make_store, tmp_path):
+def test_a_full_rollback_loads_but_its_seqs_are_behind(state, make_store, tmp_path, ledger: Ledger):
     """A consistent older copy of every file cannot be told from the real thing here; the
     recorded seqs are what the link compares with central's signed head."""
     old = tmp_path / "old"
@@ -239,34 +249,36 @@ def test_a_full_rollback_loads_but_its_seqs_are_behind(state, make_store, tmp_pa
     t.close()
     shutil.rmtree(state)
     shutil.copytree(old, state)
-    t = make_store(state)
-    assert t.cache.load().state == "ok" and "att-003" in t.cache
-    assert t.cache.stream_seq("revocations") == 2  # central is at 3
-    t.cache.hold("behind central: revocations 2 < 3")
-    assert t.matcher.identify(probe("att-003")).outcome is Outcome.CACHE_INVALID
+    with ledger.case(CLASS):
+        t = make_store(state)
+        assert t.cache.load().state == "ok" and "att-003" in t.cache
+        assert t.cache.stream_seq("revocations") == 2  # central is at 3
+        t.cache.hold("behind central: revocations 2 < 3")
+        assert t.matcher.identify(probe("att-003")).outcome is Outcome.CACHE_INVALID
 
 
 # --- the read-only view agrees with the load -----------------------------------------------
 
 
 def test_cache_info_matches_the_load_and_writes_nothing_even_after_a_crash(
-        state, make_store, monkeypatch, tmp_path):
+        state, make_store, monkeypatch, tmp_path, ledger: Ledger):
     t = make_store(state)
     t.cache.load()
     faults.cut_power_before_head_write(monkeypatch)
     with pytest.raises(faults.PowerCut):
         t.cache.revoke("att-005", 2, source=("revocations", 3))
     monkeypatch.undo()
-    before = faults.files(state)
-    info = offline.inspect(state, Key(KEK, "test"), BINDING, now=T0)
-    assert faults.files(state) == before  # the load below commits the head; info does not
-    loaded = make_store(state)
-    st = loaded.cache.load()
-    assert (info.state, info.version, info.attendees, info.tombstones) == \
-        (st.state, st.version, st.attendees, st.tombstones)
-    assert info.stream_seqs == {"templates": 1, "revocations": 3}
-    assert faults.files(state) != before
-    assert state_of(loaded).revoked == {"att-001", "att-002", "att-005"}
+    with ledger.case(CLASS):
+        before = faults.files(state)
+        info = offline.inspect(state, Key(KEK, "test"), BINDING, now=T0)
+        assert faults.files(state) == before  # the load below commits the head; info does not
+        loaded = make_store(state)
+        st = loaded.cache.load()
+        assert (info.state, info.version, info.attendees, info.tombstones) == \
+            (st.state, st.version, st.attendees, st.tombstones)
+        assert info.stream_seqs == {"templates": 1, "revocations": 3}
+        assert faults.files(state) != before
+        assert state_of(loaded).revoked == {"att-001", "att-002", "att-005"}
 
 
 def test_status_fields(state, make_store):

@@ -26,8 +26,12 @@ from gate.templates import Templates
 from tests.gate.match import faults
 from tests.gate.match.test_cache import BINDING, PEOPLE, enrol, probe
 from tests.gate.match.test_cache_tamper import State, state_of
+from tests.ledger import Ledger
 from tests.support import KEK, ROOT, Clock, open_store
 
+pytestmark = pytest.mark.hostile
+
+CLASS = "disk full"
 NAMES = sorted(PEOPLE)
 #: Enough revocations in one message for its journal record to need a fresh page (a
 #: small record may still fit in the last, partly used page of a full filesystem).
@@ -175,8 +179,9 @@ def on_tiny_fs(request: pytest.FixtureRequest, tmp_path: Path,
         pytest.skip(f"the kernel refused to mount a tmpfs ({(r.stderr or '').strip()[:100]})")
 
 
-def test_a_full_disk_on_a_real_filesystem(request, tmp_path):
-    on_tiny_fs(request, tmp_path, disk_full)
+def test_a_full_disk_on_a_real_filesystem(request, tmp_path, ledger: Ledger):
+    with ledger.case(CLASS):  # in a namespace, the run inside records it too (its own table)
+        on_tiny_fs(request, tmp_path, disk_full)
 
 
 # --- injected faults -----------------------------------------------------------------------
@@ -196,27 +201,28 @@ def store(make_store) -> Templates:
     (errno.EROFS, False, "read-only filesystem"), (errno.ENOSPC, True, "disk full")])
 def test_a_failing_journal_write_leaves_nothing_and_the_change_waits(store, tmp_path,
                                                                     monkeypatch, err, *,
-                                                                    short, problem):
+                                                                    short, problem, ledger: Ledger):
     state = tmp_path / "state"
-    before, durable = contents(state), state_of(store)
-    with faults.failing_writes(monkeypatch, err, short=short):
-        assert store.cache.upsert([enrol("att-015")], source=("templates", 2)) == (1, 0)
-        r = store.cache.revoke("att-003", 2, source=("revocations", 2))
-        assert r.applied and not r.durable and not matches(store, "att-003")
-        assert not matches(store, "att-015")
-        st = store.cache.status()
-        assert st.pending == 2 and st.storage == f"{problem}: 2 changes waiting"
-        assert str(st).endswith(f"; {problem}: 2 changes waiting")
-        assert contents(state) == before  # a short write was cut back off
-        assert store.cache.flush_pending() == 2
-    assert reloaded(state) == durable
-    assert store.cache.flush_pending() == 0
-    assert matches(store, "att-015") and not matches(store, "att-003")
-    assert reloaded(state) == state_of(store)
+    with ledger.case(CLASS):
+        before, durable = contents(state), state_of(store)
+        with faults.failing_writes(monkeypatch, err, short=short):
+            assert store.cache.upsert([enrol("att-015")], source=("templates", 2)) == (1, 0)
+            r = store.cache.revoke("att-003", 2, source=("revocations", 2))
+            assert r.applied and not r.durable and not matches(store, "att-003")
+            assert not matches(store, "att-015")
+            st = store.cache.status()
+            assert st.pending == 2 and st.storage == f"{problem}: 2 changes waiting"
+            assert str(st).endswith(f"; {problem}: 2 changes waiting")
+            assert contents(state) == before  # a short write was cut back off
+            assert store.cache.flush_pending() == 2
+        assert reloaded(state) == durable
+        assert store.cache.flush_pending() == 0
+        assert matches(store, "att-015") and not matches(store, "att-003")
+        assert reloaded(state) == state_of(store)
 
 
 def test_an_unwritable_head_slot_keeps_the_change_and_commits_it_later(store, tmp_path,
-                                                                       monkeypatch):
+                                                                       monkeypatch, ledger: Ledger):
     """The record is on stable storage when only its head slot fails: a reload takes it
     (one record ahead of the head is what a crash leaves), so it counts as written."""
     state = tmp_path / "state"
@@ -224,48 +230,50 @@ def test_an_unwritable_head_slot_keeps_the_change_and_commits_it_later(store, tm
     def eio(*_a: object, **_k: object) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    with monkeypatch.context() as m:
-        m.setattr(head.Head, "write", eio)
-        r = store.cache.revoke("att-004", 2)
-        assert r.applied and r.durable and not matches(store, "att-004")
-        assert store.cache.status().storage == "I/O error: retried before the next change"
+    with ledger.case(CLASS):
+        with monkeypatch.context() as m:
+            m.setattr(head.Head, "write", eio)
+            r = store.cache.revoke("att-004", 2)
+            assert r.applied and r.durable and not matches(store, "att-004")
+            assert store.cache.status().storage == "I/O error: retried before the next change"
+            assert reloaded(state) == state_of(store)
+            store.cache.revoke("att-005", 2)  # cannot commit the head first: waits
+            assert store.cache.status().pending == 1 and not matches(store, "att-005")
+        store.cache.revoke("att-006", 2)
+        assert store.cache.status().pending == 0 and store.cache.status().storage == ""
         assert reloaded(state) == state_of(store)
-        store.cache.revoke("att-005", 2)  # cannot commit the head first: waits
-        assert store.cache.status().pending == 1 and not matches(store, "att-005")
-    store.cache.revoke("att-006", 2)
-    assert store.cache.status().pending == 0 and store.cache.status().storage == ""
-    assert reloaded(state) == state_of(store)
-    # Now committed, the records cannot be cut off unnoticed.
-    path = state / JOURNAL_FILE
-    path.write_bytes(path.read_bytes()[:faults.journal_records(state)[-1][0]])
-    t = open_store(state, clock=Clock())
-    assert t.cache.load().state == "invalid"
-    t.close()
+        # Now committed, the records cannot be cut off unnoticed.
+        path = state / JOURNAL_FILE
+        path.write_bytes(path.read_bytes()[:faults.journal_records(state)[-1][0]])
+        t = open_store(state, clock=Clock())
+        assert t.cache.load().state == "invalid"
+        t.close()
 
 
 def test_a_snapshot_that_cannot_be_written_leaves_the_old_files(store, tmp_path,
-                                                                monkeypatch):
+                                                                monkeypatch, ledger: Ledger):
     state = tmp_path / "state"
-    before, durable = contents(state), state_of(store)
-    with faults.failing_writes(monkeypatch, errno.ENOSPC):
-        st = store.cache.replace([enrol(n, seq=3) for n in NAMES[5:12]],
-                                 [("att-007", 4, int(Clock().now) + 86400)],
-                                 seqs={"templates": 7, "revocations": 7})
-        assert st.pending == 1 and st.storage == "disk full: 1 change waiting"
-        assert contents(state) == before and not list(state.glob(".*.tmp"))
-        # What the snapshot removes is gone now; what it adds waits.
-        assert not any(matches(store, n) for n in [*NAMES[:5], "att-007"])
-        assert not any(matches(store, n) for n in NAMES[8:12])
-        assert reloaded(state) == durable
-    assert store.cache.flush_pending() == 0
-    assert [n for n in NAMES if matches(store, n)] == ["att-005", "att-006", *NAMES[8:12]]
-    assert (store.cache.stream_seq("templates"), store.cache.stream_seq("revocations")) == \
-        (7, 7)
-    assert reloaded(state) == state_of(store)
+    with ledger.case(CLASS):
+        before, durable = contents(state), state_of(store)
+        with faults.failing_writes(monkeypatch, errno.ENOSPC):
+            st = store.cache.replace([enrol(n, seq=3) for n in NAMES[5:12]],
+                                     [("att-007", 4, int(Clock().now) + 86400)],
+                                     seqs={"templates": 7, "revocations": 7})
+            assert st.pending == 1 and st.storage == "disk full: 1 change waiting"
+            assert contents(state) == before and not list(state.glob(".*.tmp"))
+            # What the snapshot removes is gone now; what it adds waits.
+            assert not any(matches(store, n) for n in [*NAMES[:5], "att-007"])
+            assert not any(matches(store, n) for n in NAMES[8:12])
+            assert reloaded(state) == durable
+        assert store.cache.flush_pending() == 0
+        assert [n for n in NAMES if matches(store, n)] == ["att-005", "att-006", *NAMES[8:12]]
+        assert (store.cache.stream_seq("templates"), store.cache.stream_seq("revocations")) == \
+            (7, 7)
+        assert reloaded(state) == state_of(store)
 
 
 def test_a_failed_compaction_is_postponed_and_the_change_is_kept(store, tmp_path,
-                                                                 monkeypatch):
+                                                                 monkeypatch, ledger: Ledger):
     from gate.match import commit  # noqa: PLC0415 - patched module
 
     monkeypatch.setattr(commit, "JOURNAL_MIN", 0)
@@ -274,63 +282,69 @@ def test_a_failed_compaction_is_postponed_and_the_change_is_kept(store, tmp_path
     def full(*_a: object, **_k: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    with monkeypatch.context() as m:
-        m.setattr(cachefile, "atomic_write", full)
-        r = store.cache.revoke("att-001", 2)
-        assert r.durable and store.cache.status().storage == \
-            "disk full: snapshot rewrite postponed"
-    store.cache.revoke("att-002", 2)  # compacts now
-    assert store.cache.status().storage == ""
-    assert faults.journal_records(tmp_path / "state") == []
-    assert reloaded(tmp_path / "state") == state_of(store)
+    with ledger.case(CLASS):
+        with monkeypatch.context() as m:
+            m.setattr(cachefile, "atomic_write", full)
+            r = store.cache.revoke("att-001", 2)
+            assert r.durable and store.cache.status().storage == \
+                "disk full: snapshot rewrite postponed"
+        store.cache.revoke("att-002", 2)  # compacts now
+        assert store.cache.status().storage == ""
+        assert faults.journal_records(tmp_path / "state") == []
+        assert reloaded(tmp_path / "state") == state_of(store)
 
 
-def test_the_first_write_of_a_gate_can_wait_too(make_store, tmp_path, monkeypatch):
+def test_the_first_write_of_a_gate_can_wait_too(make_store, tmp_path, monkeypatch, ledger: Ledger):
     t = make_store()
     t.cache.load()
-    with faults.failing_writes(monkeypatch, errno.ENOSPC):
-        t.cache.upsert([enrol("att-001")])
-        t.cache.revoke("att-002", 3)
-        assert t.cache.status().pending == 2 and not matches(t, "att-001")
-        assert not (tmp_path / "state" / CACHE_FILE).exists()
-    assert t.cache.flush_pending() == 0 and matches(t, "att-001")
-    assert reloaded(tmp_path / "state") == state_of(t)
+    with ledger.case(CLASS):
+        with faults.failing_writes(monkeypatch, errno.ENOSPC):
+            t.cache.upsert([enrol("att-001")])
+            t.cache.revoke("att-002", 3)
+            assert t.cache.status().pending == 2 and not matches(t, "att-001")
+            assert not (tmp_path / "state" / CACHE_FILE).exists()
+        assert t.cache.flush_pending() == 0 and matches(t, "att-001")
+        assert reloaded(tmp_path / "state") == state_of(t)
 
 
 def test_too_much_waiting_refuses_upserts_in_one_line_but_never_revocations(
-        store, monkeypatch):
+        store, monkeypatch, ledger: Ledger):
     monkeypatch.setattr(pending, "MAX_WAITING_BYTES", 2000)
     monkeypatch.setattr("gate.match.cache.MAX_WAITING_BYTES", 2000)
-    with faults.failing_writes(monkeypatch, errno.ENOSPC):
-        store.cache.upsert([enrol("att-011")])
-        store.cache.upsert([enrol("att-012")])
-        before = store.cache.status()
-        with pytest.raises(StorageError, match=r"^disk full: 2 changes waiting; upsert "
-                                               r"refused until they are written$"):
-            store.cache.upsert([enrol("att-013")])
-        assert store.cache.status() == before
-        assert store.cache.revoke("att-003", 9).applied and not matches(store, "att-003")
-    assert store.cache.flush_pending() == 0
+    with ledger.case(CLASS):
+        with faults.failing_writes(monkeypatch, errno.ENOSPC):
+            store.cache.upsert([enrol("att-011")])
+            store.cache.upsert([enrol("att-012")])
+            before = store.cache.status()
+            with pytest.raises(StorageError, match=r"^disk full: 2 changes waiting; upsert "
+                                                   r"refused until they are written$"):
+                store.cache.upsert([enrol("att-013")])
+            assert store.cache.status() == before
+            assert store.cache.revoke("att-003", 9).applied and not matches(store, "att-003")
+        assert store.cache.flush_pending() == 0
 
 
 def test_changes_waiting_at_shutdown_are_lost_and_the_seqs_say_so(store, tmp_path,
-                                                                  monkeypatch):
+                                                                  monkeypatch, ledger: Ledger):
     """A change that never reached the disk is gone after a restart, but the recorded
     stream seqs are behind central's, so the link holds the cache until it resends."""
-    with faults.failing_writes(monkeypatch, errno.ENOSPC):
-        store.cache.revoke("att-004", 2, source=("revocations", 2))
-        assert store.cache.stream_seq("revocations") == 2
-    store.close()
-    t = open_store(tmp_path / "state", clock=Clock())
-    t.cache.load()
-    assert t.cache.stream_seq("revocations") == 1 and "att-004" in t.cache
-    t.cache.hold("behind central: revocations 1 < 2")
-    assert t.matcher.identify(probe("att-004")).outcome is Outcome.CACHE_INVALID
-    t.close()
+    with ledger.case(CLASS):
+        with faults.failing_writes(monkeypatch, errno.ENOSPC):
+            store.cache.revoke("att-004", 2, source=("revocations", 2))
+            assert store.cache.stream_seq("revocations") == 2
+        store.close()
+        t = open_store(tmp_path / "state", clock=Clock())
+        t.cache.load()
+        assert t.cache.stream_seq("revocations") == 1 and "att-004" in t.cache
+        t.cache.hold("behind central: revocations 1 < 2")
+        assert t.matcher.identify(probe("att-004")).outcome is Outcome.CACHE_INVALID
+        t.close()
 
 
-def test_no_unexpected_exception_on_odd_write_errors(store, monkeypatch):
-    for err in (errno.EACCES, errno.EDQUOT, errno.EFBIG, errno.ENOMEM):
-        with faults.failing_writes(monkeypatch, err):
-            store.cache.revoke(f"x-{err}", 1)
-    assert store.cache.flush_pending() == 0
+def test_no_unexpected_exception_on_odd_write_errors(store, monkeypatch, ledger: Ledger):
+    errs = (errno.EACCES, errno.EDQUOT, errno.EFBIG, errno.ENOMEM)
+    with ledger.case(CLASS, n=len(errs)):  # the flush at the end is checked for all four
+        for err in errs:
+            with faults.failing_writes(monkeypatch, err):
+                store.cache.revoke(f"x-{err}", 1)
+        assert store.cache.flush_pending() == 0

@@ -34,7 +34,12 @@ from gate.match.erase import CACHE_FILE, JOURNAL_FILE, KEY_FILE
 from gate.templates import Templates
 from tests.gate.match import faults
 from tests.gate.match.test_cache import PEOPLE, enrol, probe
+from tests.ledger import Ledger
 from tests.support import Clock, open_store, store_config
+
+pytestmark = pytest.mark.hostile
+
+CLASS = "journal and cache damage"
 
 NAMES = sorted(PEOPLE)
 FULL, BEFORE, EMPTY, INVALID = "full", "before", "empty", "invalid"
@@ -156,9 +161,17 @@ def golden(tmp_path_factory: pytest.TempPathFactory) -> Golden:
 # --- running one example -------------------------------------------------------------------
 
 
-def check(golden: Golden, damage: Callable[[Path], None], expect: str, *,
+def check(ledger: Ledger, golden: Golden, damage: Callable[[Path], None], expect: str, *,
           source: Path | None = None, full: State | None = None,
           before: State | None = None) -> None:
+    """One case of damage, recorded in the attack ledger: :func:`outcome`."""
+    with ledger.case(CLASS):
+        outcome(golden, damage, expect, source=source, full=full, before=before)
+
+
+def outcome(golden: Golden, damage: Callable[[Path], None], expect: str, *,
+            source: Path | None = None, full: State | None = None,
+            before: State | None = None) -> None:
     """Copy the cache, damage it, load it, and hold the outcome to ``expect``."""
     full = full or golden.states[-1]
     before = before or golden.states[-2]
@@ -250,46 +263,46 @@ def _head(golden: Golden) -> tuple[int, int, int]:
 
 @given(offset=st.integers(0, 1 << 20), bit=st.integers(0, 7))
 @SETTINGS
-def test_a_bit_flip_anywhere_in_the_journal_fails_closed(golden, offset, bit):
-    check(golden, flip(JOURNAL_FILE, offset, bit), INVALID)
+def test_a_bit_flip_anywhere_in_the_journal_fails_closed(golden, ledger: Ledger, offset, bit):
+    check(ledger, golden, flip(JOURNAL_FILE, offset, bit), INVALID)
 
 
 @given(offset=st.integers(0, 1 << 20), bit=st.integers(0, 7))
 @SETTINGS
-def test_a_bit_flip_anywhere_in_the_snapshot_fails_closed(golden, offset, bit):
+def test_a_bit_flip_anywhere_in_the_snapshot_fails_closed(golden, ledger: Ledger, offset, bit):
     size = len(golden.snapshots[-1])
     start, slot, current = _head(golden)
     at = offset % size
     # A flip in the newest head slot is what a torn slot write leaves: the journal holds
     # every record it committed, so the state is complete (and the slot is rewritten).
     torn_slot = start + current * slot <= at < start + (current + 1) * slot
-    check(golden, flip(CACHE_FILE, offset, bit), FULL if torn_slot else INVALID)
+    check(ledger, golden, flip(CACHE_FILE, offset, bit), FULL if torn_slot else INVALID)
 
 
 @given(data=st.data())
 @SETTINGS
-def test_head_slots_are_flipped_precisely(golden, data):
+def test_head_slots_are_flipped_precisely(golden, ledger: Ledger, data):
     """The same rule, aimed at the 80 bytes of the head (random offsets rarely hit)."""
     start, slot, current = _head(golden)
     at = data.draw(st.integers(start, start + 2 * slot - 1))
     bit = data.draw(st.integers(0, 7))
     in_current = start + current * slot <= at < start + (current + 1) * slot
-    check(golden, flip(CACHE_FILE, at, bit), FULL if in_current else INVALID)
+    check(ledger, golden, flip(CACHE_FILE, at, bit), FULL if in_current else INVALID)
 
 
 @given(cut=st.integers(0, 1 << 20))
 @SETTINGS
-def test_truncating_the_journal_anywhere_fails_closed(golden, cut):
+def test_truncating_the_journal_anywhere_fails_closed(golden, ledger: Ledger, cut):
     """Every record in it was committed: a cut anywhere, on a record boundary or not,
     loses a committed change (here, at the end, a revocation)."""
     size = len(golden.journals[-1])
-    check(golden, truncate(JOURNAL_FILE, cut % size), INVALID)
+    check(ledger, golden, truncate(JOURNAL_FILE, cut % size), INVALID)
 
 
 @given(cut=st.integers(0, 1 << 20))
 @SETTINGS
-def test_truncating_the_snapshot_anywhere_fails_closed(golden, cut):
-    check(golden, truncate(CACHE_FILE, cut % len(golden.snapshots[-1])), INVALID)
+def test_truncating_the_snapshot_anywhere_fails_closed(golden, ledger: Ledger, cut):
+    check(ledger, golden, truncate(CACHE_FILE, cut % len(golden.snapshots[-1])), INVALID)
 
 
 @pytest.mark.parametrize(("names", "expect"), [
@@ -299,28 +312,29 @@ def test_truncating_the_snapshot_anywhere_fails_closed(golden, cut):
     # nothing is enrolled, so nobody matches (and the stream seqs, -1, are behind).
     ((CACHE_FILE, JOURNAL_FILE), EMPTY), ((KEY_FILE, CACHE_FILE, JOURNAL_FILE), EMPTY),
 ])
-def test_deleted_files(golden, names, expect):
-    check(golden, delete(*names), expect)
+def test_deleted_files(golden, ledger: Ledger, names, expect):
+    check(ledger, golden, delete(*names), expect)
 
 
 @given(k=st.integers(0, 4))
 @SETTINGS
-def test_an_older_copy_of_the_journal_fails_closed(golden, k):
-    check(golden, put(JOURNAL_FILE, golden.journals[k]), INVALID)
+def test_an_older_copy_of_the_journal_fails_closed(golden, ledger: Ledger, k):
+    check(ledger, golden, put(JOURNAL_FILE, golden.journals[k]), INVALID)
 
 
 @given(k=st.integers(0, 4))
 @SETTINGS
-def test_an_older_copy_of_the_snapshot(golden, k):
+def test_an_older_copy_of_the_snapshot(golden, ledger: Ledger, k):
     """The head lives in the snapshot: an older copy commits fewer records than the
     journal holds. One fewer is what a crash before the last slot write leaves (every
     record is still there and taken); more is damage."""
-    check(golden, put(CACHE_FILE, golden.snapshots[k]), FULL if k == 4 else INVALID)
+    check(ledger, golden, put(CACHE_FILE, golden.snapshots[k]), FULL if k == 4 else INVALID)
 
 
 @pytest.mark.parametrize("which", ["journal", "snapshot", "both"])
 @pytest.mark.parametrize("origin", ["previous", "other", "gate2"])
-def test_files_from_another_snapshot_lineage_or_gate_fail_closed(golden, which, origin):
+def test_files_from_another_snapshot_lineage_or_gate_fail_closed(golden, ledger: Ledger,
+                                                                  which, origin):
     files = getattr(golden, origin)
     names = {"journal": [JOURNAL_FILE], "snapshot": [CACHE_FILE],
              "both": [CACHE_FILE, JOURNAL_FILE]}[which]
@@ -337,14 +351,14 @@ def test_files_from_another_snapshot_lineage_or_gate_fail_closed(golden, which, 
         rolled_back = State(golden.states[0].enrolled, frozenset({"att-000"}), 2, (1, 1)) \
             if origin == "previous" else golden.other_state
         assert rolled_back is not None and rolled_back.seqs < golden.states[-1].seqs
-        check(golden, damage, FULL, full=rolled_back)
+        check(ledger, golden, damage, FULL, full=rolled_back)
         return
-    check(golden, damage, INVALID)
+    check(ledger, golden, damage, INVALID)
 
 
 @given(data=st.data())
 @SETTINGS
-def test_records_duplicated_dropped_or_reordered_fail_closed(golden, data):
+def test_records_duplicated_dropped_or_reordered_fail_closed(golden, ledger: Ledger, data):
     n = 5
     kind = data.draw(st.sampled_from(["duplicate", "drop", "swap", "reverse", "move"]))
     i = data.draw(st.integers(0, n - 1))
@@ -363,10 +377,10 @@ def test_records_duplicated_dropped_or_reordered_fail_closed(golden, data):
         else:
             out.insert(j, out.pop(i))
         return out
-    check(golden, records_as(order), INVALID)
+    check(ledger, golden, records_as(order), INVALID)
 
 
-def test_swapped_head_slots_fail_closed(golden):
+def test_swapped_head_slots_fail_closed(golden, ledger: Ledger):
     start, slot, _ = _head(golden)
 
     def damage(d: Path) -> None:
@@ -374,12 +388,12 @@ def test_swapped_head_slots_fail_closed(golden):
         a, b = data[start:start + slot], data[start + slot:start + 2 * slot]
         data[start:start + 2 * slot] = b + a
         (d / CACHE_FILE).write_bytes(bytes(data))
-    check(golden, damage, INVALID)
+    check(ledger, golden, damage, INVALID)
 
 
 @given(junk=st.binary(min_size=1, max_size=200))
 @SETTINGS
-def test_bytes_appended_to_the_journal_never_lose_a_change(golden, junk):
+def test_bytes_appended_to_the_journal_never_lose_a_change(golden, ledger: Ledger, junk):
     """Bytes after the last committed record may be an append cut by a power cut, so a
     strict prefix of a record (or zeros) is accepted and ignored; anything else fails
     closed. Either way every committed change is there."""
@@ -389,7 +403,7 @@ def test_bytes_appended_to_the_journal_never_lose_a_change(golden, junk):
     length = int.from_bytes(junk[:4], "little")
     torn = len(junk) < 16 or not any(junk) or \
         (length + 16 > len(junk) and 16 <= length <= 64 << 20)
-    check(golden, damage, FULL if torn else INVALID)
+    check(ledger, golden, damage, FULL if torn else INVALID)
 
 
 # --- the one legitimate crash artefact -----------------------------------------------------
@@ -397,7 +411,7 @@ def test_bytes_appended_to_the_journal_never_lose_a_change(golden, junk):
 
 @given(cut=st.integers(0, 1 << 20))
 @SETTINGS
-def test_a_power_cut_during_an_append_is_the_only_tolerated_truncation(golden, cut):
+def test_a_power_cut_during_an_append_is_the_only_tolerated_truncation(golden, ledger: Ledger, cut):
     """The crash copy holds one more record (a revocation) whose head slot was never
     written. Cut anywhere inside that record: the state before it. Not cut: the record
     is complete and durable, and taken. Cut into a committed record: invalid."""
@@ -406,13 +420,13 @@ def test_a_power_cut_during_an_append_is_the_only_tolerated_truncation(golden, c
     last = faults.journal_records(golden.crash)[-1]
     size = cut % (len(data) + 1)
     expect = FULL if size == len(data) else BEFORE if size >= last[0] else INVALID
-    check(golden, truncate(JOURNAL_FILE, size), expect, source=golden.crash,
+    check(ledger, golden, truncate(JOURNAL_FILE, size), expect, source=golden.crash,
           full=golden.crash_state, before=golden.states[-1])
 
 
 @given(offset=st.integers(0, 1 << 20), bit=st.integers(0, 7))
 @SETTINGS
-def test_a_flip_in_the_uncommitted_record_fails_closed(golden, offset, bit):
+def test_a_flip_in_the_uncommitted_record_fails_closed(golden, ledger: Ledger, offset, bit):
     """A complete record that does not verify is not what a power cut leaves, even after
     the head: invalid (unless the flip is in its length and makes it look cut short)."""
     assert golden.crash is not None
@@ -426,11 +440,12 @@ def test_a_flip_in_the_uncommitted_record_fails_closed(golden, offset, bit):
         length = int.from_bytes(raw, "little")
         if 16 <= length <= 64 << 20 and length + 16 > end - start:
             expect = BEFORE
-    check(golden, flip(JOURNAL_FILE, at, bit), expect, source=golden.crash,
+    check(ledger, golden, flip(JOURNAL_FILE, at, bit), expect, source=golden.crash,
           full=golden.crash_state, before=golden.states[-1])
 
 
-def test_the_crash_copy_loads_and_commits_its_last_record(golden, make_store):
+def test_the_crash_copy_loads_and_commits_its_last_record(golden, ledger: Ledger,
+                                                          make_store):
     """Sanity of the fixture, and the repair: the record is taken and its head written,
     after which cutting it is damage like any other."""
     assert golden.crash is not None
@@ -439,32 +454,34 @@ def test_the_crash_copy_loads_and_commits_its_last_record(golden, make_store):
     t = make_store(d)
     assert t.cache.load().state == "ok" and state_of(t) == golden.crash_state
     t.close()
-    truncate(JOURNAL_FILE, len((d / JOURNAL_FILE).read_bytes()) - 3)(d)
-    assert make_store(d).cache.load().state == "invalid"
+    with ledger.case(CLASS):
+        truncate(JOURNAL_FILE, len((d / JOURNAL_FILE).read_bytes()) - 3)(d)
+        assert make_store(d).cache.load().state == "invalid"
     shutil.rmtree(d.parent)
 
 
 def test_the_golden_cache_loads_complete(golden):
     assert golden.states[-1].seqs == (4, 4) and golden.states[-1].version == 7
     assert {"att-000", "att-002", "att-004", "att-005"} == golden.states[-1].revoked
-    check(golden, lambda _d: None, FULL)
+    outcome(golden, lambda _d: None, FULL)  # undamaged: not an attack case
 
 
 # --- exhaustive sweeps of the journal (small enough to try every byte) ---------------------
 
 
-def test_every_truncation_of_the_journal_fails_closed(golden):
+def test_every_truncation_of_the_journal_fails_closed(golden, ledger: Ledger):
     for size in range(len(golden.journals[-1])):
-        check(golden, truncate(JOURNAL_FILE, size), INVALID)
+        check(ledger, golden, truncate(JOURNAL_FILE, size), INVALID)
 
 
-def test_every_byte_of_the_journal_flipped_fails_closed(golden):
+def test_every_byte_of_the_journal_flipped_fails_closed(golden, ledger: Ledger):
     for at in range(len(golden.journals[-1])):
-        check(golden, flip(JOURNAL_FILE, at, at % 8), INVALID)
+        check(ledger, golden, flip(JOURNAL_FILE, at, at % 8), INVALID)
 
 
-def test_every_byte_of_the_snapshot_header_and_head_flipped(golden):
+def test_every_byte_of_the_snapshot_header_and_head_flipped(golden, ledger: Ledger):
     start, slot, current = _head(golden)
     for at in range(start + 2 * slot + 64):
         in_current = start + current * slot <= at < start + (current + 1) * slot
-        check(golden, flip(CACHE_FILE, at, (at * 5) % 8), FULL if in_current else INVALID)
+        check(ledger, golden, flip(CACHE_FILE, at, (at * 5) % 8),
+              FULL if in_current else INVALID)

@@ -393,7 +393,20 @@ def test_service_with_sync_reports_the_link_and_serves_requests(tmp_path, models
             assert time.monotonic() < deadline, "central never saw the resync request"
             time.sleep(0.05)
         assert request(sock, "cache-wipe") == {"erased": True}
-        assert request(sock, "status")["cache"]["templates"] == 0
+        st = request(sock, "status")
+        assert st["cache"]["templates"] == 0
+        # Central's head says what it sent; the wiped cache has none of it: the status
+        # says so (and the cache serves nobody) until central resends a snapshot.
+        assert any("behind central" in h for h in st["health"]), st["health"]
+        assert "degraded: " in svc.status_line()
+        shown = subprocess.run([sys.executable, "-m", "gate.cli.main", "status"],
+                               capture_output=True, text=True, cwd=ROOT, check=False,
+                               env={**os.environ, "PYTHONPATH": str(ROOT),
+                                    "GATE_CONFIG": str(_write_config(tmp_path, data))})
+        assert shown.returncode == 0, shown.stderr
+        lines = shown.stdout.splitlines()
+        assert any(line.split()[:1] == ["DEGRADED"] for line in lines), shown.stdout
+        assert any("behind central" in line for line in lines), shown.stdout
     finally:
         stop.set()
         if loop is not None:
