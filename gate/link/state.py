@@ -27,7 +27,6 @@ could not write in RAM and retries.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sqlite3
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from gate.errors import StateError
-from gate.match.atomic import atomic_write
+from gate.link import recovery
 
 log = logging.getLogger("gate.link")
 
@@ -70,13 +69,12 @@ STATE_FILE = "sync.db"
 _EXPECT = ".expect"
 #: The outbox stream of entry events (its seq counts every event ever queued).
 EVENTS_STREAM = "out:events"
-#: What a damaged database can raise besides sqlite3.Error (text that is not UTF-8...).
-_DAMAGE = (sqlite3.Error, UnicodeDecodeError, ValueError)
+_DAMAGE = recovery.DAMAGE
 _SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def _state_error(exc: BaseException) -> StateError:
-    return StateError(f"link state: {_describe(exc)}")
+    return StateError(f"link state: {recovery.describe(exc)}")
 
 
 class SyncState:
@@ -134,13 +132,13 @@ class SyncState:
             st = None
         aside = None
         if st is not None and not stat.S_ISREG(st.st_mode):
-            aside = self._aside(f"not a regular file ({_kind(st.st_mode)})")
+            aside = self._aside(f"not a regular file ({recovery.kind_of(st.st_mode)})")
         try:
             return self._connect()
         except Exception as exc:  # whatever the damage (SQLite, a bad UTF-8 schema...)
             if isinstance(exc, OSError) and not self.path.exists():
                 raise _state_error(exc) from None  # the directory itself is unusable
-            aside = self._aside(_describe(exc))
+            aside = self._aside(recovery.describe(exc))
         try:
             db = self._connect()
         except Exception as exc:
@@ -162,51 +160,24 @@ class SyncState:
         return aside
 
     def _salvage(self, aside: Path, db: sqlite3.Connection) -> None:
-        """Copy what can still be read from a database moved aside into the new one.
-
-        Queued messages are taken as they are: each is checked against the gate's own
-        signature when it is handed out (:meth:`pending`), so a damaged one is never sent.
-        Rows that do not even have the right types are left behind.
-        """
-        tables = {"outbox": (str, str, bytes, int), "entries": (str, str, str, int),
-                  "central_keys": (str, str), "damaged": (str, str, bytes, int)}
-        found: dict[str, list[tuple[Any, ...]]] = {t: [] for t in tables}
-        seqs: list[tuple[Any, ...]] = []
-        try:
-            if aside.is_symlink() or not aside.is_file():
-                return
-            src = sqlite3.connect(f"file:{aside}?mode=ro", uri=True)
-        except (sqlite3.Error, OSError):
-            return
-        try:
-            for table, types in tables.items():
-                # Row by row: damage further on still leaves what came before.
-                with contextlib.suppress(*_DAMAGE):
-                    for row in src.execute(f"SELECT * FROM {table}"):
-                        if len(row) == len(types) and all(
-                                type(v) is tp for v, tp in zip(row, types, strict=True)):
-                            found[table].append(row)
-            with contextlib.suppress(*_DAMAGE):
-                seqs = [r for r in src.execute("SELECT stream, seq FROM seqs")
-                        if type(r[0]) is str and type(r[1]) is int and 0 <= r[1] < 2**62]
-        finally:
-            src.close()
+        """Copy what can still be read from a database moved aside into the new one."""
+        found = recovery.read_back(aside)
         with self._lock:
             db.execute("BEGIN IMMEDIATE")
             try:
-                for table, types in tables.items():
+                for table, types in recovery.TABLES.items():
                     marks = ", ".join("?" * len(types))
                     db.executemany(f"INSERT OR IGNORE INTO {table} VALUES ({marks})",
-                                   found[table])
+                                   found.rows[table])
                 db.executemany("INSERT INTO seqs VALUES (?, ?) ON CONFLICT(stream) DO UPDATE "
-                               "SET seq = MAX(seq, excluded.seq)", seqs)
+                               "SET seq = MAX(seq, excluded.seq)", found.seqs)
                 db.execute("COMMIT")
             except _DAMAGE:
                 db.execute("ROLLBACK")
                 return
         self._say("aside", self._notices["aside"] +
-                  f"; {len(found['outbox'])} queued messages and {len(found['entries'])} "
-                  "entries were read back from it")
+                  f"; {len(found.rows['outbox'])} queued messages and "
+                  f"{len(found.rows['entries'])} entries were read back from it")
 
     @property
     def notice(self) -> str:
@@ -222,17 +193,7 @@ class SyncState:
 
     def _expected(self) -> dict[str, int]:
         """The last seq of each outgoing stream, as last remembered beside the file."""
-        try:
-            with open(self._expect_path(), "rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    return {}
-                data = json.loads(f.read(65536))
-        except (OSError, ValueError):
-            return {}
-        if not isinstance(data, dict):
-            return {}
-        return {k: v for k, v in data.items() if isinstance(k, str) and k.startswith("out:")
-                and isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**62}
+        return recovery.read_numbering(self._expect_path())
 
     def _outgoing(self) -> dict[str, int]:
         """The last seq of each outgoing stream: the most of the file, the note beside it
@@ -273,8 +234,7 @@ class SyncState:
         """Write down how far each outgoing stream has been numbered (best effort; called
         at open, by housekeeping and at close)."""
         try:
-            atomic_write(self._expect_path(),
-                         [json.dumps(self._outgoing(), sort_keys=True).encode()])
+            recovery.write_numbering(self._expect_path(), self._outgoing())
         except (OSError, StateError) as exc:
             log.warning("sync: cannot note the outbox's size (%s)", exc)
 
@@ -282,10 +242,10 @@ class SyncState:
         """The one-line error for a failed operation. A file found damaged while open is
         moved aside and a fresh one started (the caller retries there); a full disk or a
         busy database is left as it is, to be retried."""
-        if _is_damage(exc) and not self._recovering:
+        if recovery.is_damage(exc) and not self._recovering:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
-            aside = self._aside(_describe(exc))
+            aside = self._aside(recovery.describe(exc))
             self._recovering = True  # a fresh file that fails too is not moved aside again
             try:
                 self._db = self._connect()
@@ -465,34 +425,3 @@ class SyncState:
         with self._tx() as db:
             db.execute("DELETE FROM central_keys")
             db.executemany("INSERT INTO central_keys VALUES (?, ?)", list(keys.items()))
-
-
-def _describe(exc: BaseException) -> str:
-    """One line about a failure, cut before anything it quotes (a damaged row's text could
-    be an attendee id, which never goes to a log or a status)."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    for quote in ("'", '"', " with text"):
-        text = text.split(quote, 1)[0]
-    return text.strip()[:120] or type(exc).__name__
-
-
-def _is_damage(exc: BaseException) -> bool:
-    """A damaged file (as opposed to a full disk or a busy database, which pass)."""
-    if isinstance(exc, sqlite3.OperationalError):
-        text = str(exc).lower()
-        return not any(w in text for w in _PASSING)
-    return isinstance(exc, (sqlite3.DatabaseError, UnicodeDecodeError))
-
-
-#: Operational errors that are conditions to wait out, not damage to the file.
-_PASSING = ("full", "locked", "busy", "readonly", "read-only", "disk i/o", "unable to open",
-            "interrupted", "out of memory")
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"),
-                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
-        if test(mode):
-            return name
-    return "not a file"
