@@ -27,6 +27,7 @@ could not write in RAM and retries.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import sqlite3
@@ -94,6 +95,7 @@ class SyncState:
         self.check: Callable[[str, bytes], bool] | None = None
         #: Queued messages found damaged and set aside (table ``damaged``), this run.
         self.damaged = 0
+        self._intact: dict[str, bytes] = {}  # id → digest of a row that passed ``check``
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._db = self._open()
         self._check_expected()
@@ -342,7 +344,18 @@ class SyncState:
         check = self.check
         if check is None:
             return rows
-        bad = [r for r in rows if not check(r[1], r[2])]
+        # The same rows come back on every flush while they wait for their PUBACK, and a
+        # signature check costs ~0.1 ms: a row that passed is known by a digest of what it
+        # held, and checked in full again only if that changed.
+        bad = []
+        for message_id, name, payload in rows:
+            digest = hashlib.blake2b(name.encode() + b"\0" + payload, digest_size=16).digest()
+            if self._intact.get(message_id) == digest:
+                continue
+            if check(name, payload):
+                self._intact[message_id] = digest
+            else:
+                bad.append((message_id, name, payload))
         if bad:
             self._set_aside(bad)
         return [r for r in rows if r not in bad]
@@ -376,6 +389,8 @@ class SyncState:
                 with self._tx() as db:
                     db.executemany("DELETE FROM outbox WHERE id = ?",
                                    [(m,) for m in message_ids])
+                for m in message_ids:
+                    self._intact.pop(m, None)
             finally:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("PRAGMA synchronous=FULL")

@@ -168,6 +168,7 @@ def test_a_queued_message_damaged_on_disk_is_set_aside_not_sent(tmp_path_factory
     try:
         ids = [gate.link.publish_event(f"att-{k}", at=1_800_000_000.0 + k) for k in range(5)]
         path = gate.link.state.path
+        assert len(gate.link.state.pending(100)) == 5  # all checked once, then one changes
         with sqlite3.connect(path) as db:
             old = db.execute(f"SELECT {where} FROM outbox WHERE id = ?", (ids[2],)).fetchone()
             data = bytearray(old[0] if where == "payload" else old[0].encode())
