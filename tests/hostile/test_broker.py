@@ -111,10 +111,12 @@ def test_poison_from_a_gate_certificate_stops_neither_the_other_gate_nor_central
 
 def test_a_flood_from_a_gate_costs_a_few_log_lines_and_status_publishes(
         venue: Venue, ledger: Ledger, caplog):
+    # The window starts before subscribing: everything counted falls inside it (the
+    # retained status, one at once, one at the end of each second, one trailing).
+    start = time.monotonic()
     statuses, _ = tb.subscribe(venue.admin, messages.topic(VENUE, VICTIM, "status"))
     attacker = tb.connect(venue.dir, ATTACKER, client_id=ATTACKER)
     topic = messages.topic(VENUE, ATTACKER, "events")
-    start = time.monotonic()
     with caplog.at_level(logging.INFO, logger="gate.link"):
         for k in range(2000):
             attacker.publish(topic, b"garbage %d" % k, qos=0)
