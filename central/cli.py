@@ -29,9 +29,15 @@ from types import FrameType
 
 from central.broker import Broker
 from central.core import Central
-from central.enrol import enrol_photos, pipeline
+from central.enrol import enrol_photos, pipeline, template_model
 from central.errors import CentralError
-from central.pki import enrol_gate, gate_instructions, init_venue, instructions
+from central.pki import (
+    DEFAULT_EMBEDDER,
+    enrol_gate,
+    gate_instructions,
+    init_venue,
+    instructions,
+)
 from sync.errors import SyncError
 
 PROG = "facepass-central"
@@ -48,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--gates", nargs="+", required=True)
     init.add_argument("--host", default="localhost")
     init.add_argument("--port", type=int, default=8883)
+    init.add_argument("--embedder", default=DEFAULT_EMBEDDER,
+                      help="the gates' [models] embedder; central enrols with it "
+                           f"(default {DEFAULT_EMBEDDER})")
     add = sub.add_parser("add-gate", help="enrol a gate from its CSR and public keys "
                                           "(gatectl keys init)")
     add.add_argument("--venue-dir", type=Path, required=True, help="the init-venue directory")
@@ -101,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "init-venue":
         init_venue(args.dir, venue=args.venue, event=args.event, gates=args.gates,
-                   host=args.host, port=args.port)
+                   host=args.host, port=args.port, embedder=args.embedder,
+                   model=template_model(args.embedder))
         print(instructions(args.dir))
         return 0
     if args.command == "add-gate":
@@ -126,7 +136,8 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         central.connect()
         if args.command == "enrol":
-            seq = enrol_photos(central, args.attendee, args.photos, pipe=pipeline(),
+            seq = enrol_photos(central, args.attendee, args.photos,
+                               pipe=pipeline(embedder=central.embedder),
                                valid_until=int(time.time() + args.days * 86400))
             print(f"enrolled {args.attendee} (seq {seq}) on {len(central.gates)} gates; "
                   "the photos were read, embedded and dropped: none is stored")

@@ -54,11 +54,11 @@ from sync.seal import seal
 from sync.templates import (
     ID_PATTERN,
     MAX_TEMPLATES,
-    MOBILEFACENET,
     Array,
     Enrolment,
     TemplateModel,
 )
+from sync.templates import model as template_model
 from sync.tls import client_context, no_delay
 
 log = logging.getLogger(__name__)
@@ -97,10 +97,14 @@ class Central:
     """One venue's central, from an ``init-venue`` directory."""
 
     def __init__(self, venue_dir: Path, *, host: str | None = None, port: int | None = None,
-                 kid: str | None = None, model: TemplateModel = MOBILEFACENET) -> None:
+                 kid: str | None = None, model: TemplateModel | None = None) -> None:
         self.dir = Path(venue_dir)
-        self.model = model
         info = json.loads((self.dir / "venue.json").read_text())
+        # Venues made before the model was recorded used MobileFaceNet.
+        chosen = info.get("embedder") or {"name": "mobilefacenet-int8", "model": "mobilefacenet"}
+        #: The gates' ``[models] embedder``; enrolment computes embeddings with it.
+        self.embedder = str(chosen["name"])
+        self.model = model or template_model(str(chosen["model"]))
         self.venue, self.event = info["venue"], info["event"]
         self.host = host or info["broker"]["host"]
         self.port = port or int(info["broker"]["port"])
@@ -112,7 +116,8 @@ class Central:
         self._sign = Ed25519PrivateKey.from_private_bytes(
             (self.dir / "central" / "sign.key").read_bytes())
         secret = (self.dir / "central" / "protection.secret").read_bytes()
-        self.protector = Protector(event_key(secret, self.venue, self.event), dim=model.dim)
+        self.protector = Protector(event_key(secret, self.venue, self.event),
+                                   dim=self.model.dim)
         # Before central.db is opened (or created): no key, no database.
         key, self.key_source = atrest.load_key(self.dir)
         self._box = atrest.TemplateBox(key, venue=self.venue, event=self.event)
@@ -420,7 +425,8 @@ class Central:
                 sid = secrets.token_hex(8)
                 manifest = {"snapshot": sid, "chunks": len(plains), "records": len(live),
                             "tombstones": len(tombs), "sha256": digest.hexdigest(),
-                            "revocations": self._last_seq(f"{gate}/revocations")}
+                            "revocations": self._last_seq(f"{gate}/revocations"),
+                            "model": self.model.id}
                 infos = self._send(gate, "templates", "snapshot_begin", lambda _s: manifest)[1]
                 for index, plain in enumerate(plains):
                     infos = self._send(gate, "templates", "snapshot_chunk",

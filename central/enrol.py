@@ -20,16 +20,28 @@ from central.errors import EnrolmentError
 from gate.config import Config, from_dict
 from gate.errors import GateError
 from gate.images import load_image
+from gate.match.embedders import NAMES as EMBEDDER_NAMES
+from gate.match.embedders import embedder_spec
 from gate.pipeline import FacePipeline
 from sync.templates import Array
 
 
-def pipeline(cfg: Config | None = None) -> FacePipeline:
-    """The face pipeline with the gate's defaults (or ``cfg``): verified model files."""
+def pipeline(cfg: Config | None = None, *, embedder: str | None = None) -> FacePipeline:
+    """The face pipeline with the gate's defaults (or ``cfg``) and the venue's embedder:
+    verified model files."""
     try:
-        return FacePipeline.from_config(cfg or from_dict({}))
+        return FacePipeline.from_config(cfg or from_dict({}), embedder=embedder)
     except GateError as exc:  # model files missing or not the pinned ones
         raise EnrolmentError(f"face pipeline: {exc}") from None
+
+
+def template_model(embedder: str) -> str:
+    """The template model id the gates' embedder ``embedder`` produces."""
+    try:
+        return embedder_spec(embedder).model.id
+    except KeyError:
+        raise EnrolmentError(f"unknown embedder {embedder!r} (known: "
+                             f"{', '.join(EMBEDDER_NAMES)})") from None
 
 
 def embed_photos(photos: Sequence[Path], pipe: FacePipeline) -> Array:

@@ -45,9 +45,14 @@ from central import atrest
 from central.errors import EnrolmentError, VenueExistsError, VenueNameError
 from sync.enrolment import enrolment_message
 from sync.protect import event_key
+from sync.templates import MOBILEFACENET
+from sync.templates import model as template_model
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 RESERVED = frozenset({"admin", "central"})
+#: The gates' default ``[models] embedder`` and the template model it produces.
+DEFAULT_EMBEDDER = "mobilefacenet-int8"
+DEFAULT_MODEL = MOBILEFACENET.id
 _SKEW = dt.timedelta(minutes=5)  # not-before in the past: a gate's clock may lag a little
 _RAW = (serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
         serialization.NoEncryption())
@@ -209,8 +214,14 @@ def write_broker_config(venue_dir: Path, port: int, *, user: str | None = None) 
 
 
 def init_venue(out: Path, *, venue: str, event: str, gates: Sequence[str],
-               host: str = "localhost", port: int = 8883, days: int = 30) -> dict[str, Any]:
+               host: str = "localhost", port: int = 8883, days: int = 30,
+               embedder: str = DEFAULT_EMBEDDER, model: str = DEFAULT_MODEL
+               ) -> dict[str, Any]:
     """Create a venue's CA, certificates, keys and broker config in the new directory ``out``.
+
+    ``embedder`` (the gates' ``[models] embedder``) and its template ``model`` id are
+    recorded in ``venue.json``: central enrols with that embedder and names the model in
+    every payload, and a gate running another one refuses them.
 
     Returns the paths written: ``venue_json``, ``ca_cert``, ``broker_conf``, ``acl``,
     ``central``, ``admin`` (directories) and ``gates`` (gate id -> directory).
@@ -228,6 +239,7 @@ def init_venue(out: Path, *, venue: str, event: str, gates: Sequence[str],
         raise VenueNameError("gate names must be unique")
     if not 0 < port < 65536 or days < 1 or not host or any(c.isspace() for c in host):
         raise ValueError("port must be 1..65535, days at least 1 and host one word")
+    template_model(model)  # ValueError naming the known ones
     out = Path(out).absolute()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise VenueExistsError(f"{out} exists and is not empty: choose a new directory")
@@ -237,7 +249,8 @@ def init_venue(out: Path, *, venue: str, event: str, gates: Sequence[str],
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        _build(tmp, out, venue=venue, event=event, gates=gates, host=host, port=port, days=days)
+        _build(tmp, out, venue=venue, event=event, gates=gates, host=host, port=port, days=days,
+               embedder={"name": embedder, "model": model})
         os.rename(tmp, out)  # replaces an empty directory, fails on a non-empty one
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -249,7 +262,7 @@ def init_venue(out: Path, *, venue: str, event: str, gates: Sequence[str],
 
 
 def _build(d: Path, final: Path, *, venue: str, event: str, gates: list[str], host: str,
-           port: int, days: int) -> None:
+           port: int, days: int, embedder: dict[str, str]) -> None:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = _cert(f"facepass {venue} CA", ca_key.public_key(), None, ca_key, days)
     _write(_mkdir(d / "ca") / "ca.key", _pem_key(ca_key))
@@ -283,6 +296,7 @@ def _build(d: Path, final: Path, *, venue: str, event: str, gates: list[str], ho
 
     facts: dict[str, Any] = {
         "venue": venue, "event": event, "broker": {"host": host, "port": port},
+        "embedder": embedder,
         "central": {"kid": "central-1", "sign_pub": _b64(
             central_sign.public_key().public_bytes_raw())},
         "gates": {}}

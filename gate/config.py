@@ -40,7 +40,8 @@ from gate.detect.detectors import DETECTORS
 from gate.detect.quality import QualityLimits
 from gate.errors import ConfigError
 from gate.inference import BACKENDS
-from gate.match.embedders import EMBEDDERS
+from gate.match.embedders import NAMES as EMBEDDER_NAMES
+from gate.match.embedders import embedder_spec
 from gate.match.threshold import CALIBRATIONS
 
 __all__ = ["KEY_PIN", "MAX_CONFIG_BYTES", "NAME", "CacheConfig", "CameraConfig", "Config",
@@ -225,8 +226,9 @@ class ModelsConfig:
 
     dir: str = field(default_factory=_default_models_dir)
     detector: str = option("blazeface", choices=tuple(DETECTORS))
-    embedder: str = option("int8", choices=tuple(EMBEDDERS),
-                           doc="int8 (dynamic-range quantized, default) or float")
+    embedder: str = option("mobilefacenet-int8", choices=EMBEDDER_NAMES,
+                           doc="model and variant (gate/match/embedders.py); int8 and "
+                               "float are MobileFaceNet's, as earlier configs named them")
     runtime: str = option("auto", choices=("auto", *BACKENDS))
     threads: int = option(2, lo=1, hi=16)
 
@@ -323,7 +325,7 @@ def calibrated_range(embedder: str) -> tuple[float, float]:
     """The lowest and highest cosine threshold measured by the calibration of the
     ``[models] embedder`` named (:data:`gate.match.threshold.CALIBRATIONS`): at the lowest,
     about 10 % of impostor pairs of the calibration set already match."""
-    scores = [score for score, _ in CALIBRATIONS[EMBEDDERS[embedder].calibration].points]
+    scores = [score for score, _ in CALIBRATIONS[embedder_spec(embedder).calibration].points]
     return min(scores), max(scores)
 
 

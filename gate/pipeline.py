@@ -29,7 +29,7 @@ from gate.errors import ImageError
 from gate.images import MAX_PIXELS, MIN_SIDE
 from gate.inference import Model
 from gate.match.embedder import Embedder
-from gate.match.embedders import EMBEDDERS
+from gate.match.embedders import embedder_spec
 from gate.models import read_verified
 from gate.types import Array
 
@@ -84,7 +84,7 @@ class FacePipeline:
                            nms_iou=cfg.detect.nms_iou, antialias=cfg.detect.antialias)
         mesh = FaceMesh(load("landmarks"), antialias=cfg.detect.antialias) \
             if cfg.detect.landmarks else None
-        spec = EMBEDDERS[embedder or cfg.models.embedder]
+        spec = embedder_spec(embedder or cfg.models.embedder)
         emb = Embedder(load(spec.role), spec=spec, flip_average=cfg.embed.flip_average)
         return cls(detector, mesh, emb, limits=cfg.quality)
 
@@ -94,7 +94,7 @@ class FacePipeline:
         roles = [DETECTORS[cfg.models.detector].role]
         if cfg.detect.landmarks:
             roles.append("landmarks")
-        roles.append(EMBEDDERS[embedder or cfg.models.embedder].role)
+        roles.append(embedder_spec(embedder or cfg.models.embedder).role)
         return roles
 
     def process(self, image: Array, *, embed_rejected: bool = False,

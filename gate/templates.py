@@ -9,6 +9,7 @@ caller's business (:func:`load_keys` finds them the way the service does).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from gate.config import Config
 from gate.credentials import Key, load_key
 from gate.match.cache import TemplateCache
 from gate.match.cachefile import Binding
-from gate.match.embedders import EMBEDDERS
+from gate.match.embedders import embedder_spec
 from gate.match.matcher import Matcher
 from gate.match.threshold import CALIBRATIONS, ThresholdPolicy
 from sync.protect import Protector
@@ -58,8 +59,10 @@ def load_keys(cfg: Config) -> TemplateKeys:
 
 
 def binding(cfg: Config) -> Binding:
-    """Who this gate's cache belongs to: venue, event and gate from ``[gate]``."""
-    return Binding(cfg.gate.venue, cfg.gate.event, cfg.gate.id)
+    """Who this gate's cache belongs to (venue, event and gate from ``[gate]``) and the
+    template model of ``[models] embedder``."""
+    return Binding(cfg.gate.venue, cfg.gate.event, cfg.gate.id,
+                   embedder_spec(cfg.models.embedder).model.id)
 
 
 def threshold_policy(cfg: Config, embedder: str | None = None) -> ThresholdPolicy:
@@ -80,9 +83,10 @@ def open_templates(cfg: Config, *, keys: TemplateKeys | None = None,
     key to save its QR decomposition).
     """
     keys = keys or load_keys(cfg)
-    spec = EMBEDDERS[embedder or cfg.models.embedder]
+    spec = embedder_spec(embedder or cfg.models.embedder)
     cache = TemplateCache(Path(directory or cfg.cache.dir), kek=keys.cache,
-                          binding=binding(cfg), model=spec.model, clock=clock,
+                          binding=dataclasses.replace(binding(cfg), model=spec.model.id),
+                          model=spec.model, clock=clock,
                           max_valid_days=cfg.cache.max_valid_days,
                           coarse_min=cfg.match.coarse_min, threads=cfg.match.threads)
     if protector is None:

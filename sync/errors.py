@@ -30,5 +30,16 @@ class SignedInvalidError(ProtocolError):
         super().__init__(reason)
 
 
+class ModelMismatchError(ProtocolError):
+    """Templates of one embedding model sent to an end that runs another (the model id
+    travels inside the sealed payload and in ``snapshot_begin``)."""
+
+    def __init__(self, sent: str, expected: str) -> None:
+        super().__init__(f"templates are for model {sent[:16]!r}, this end runs "
+                         f"{expected!r}: configure the same embedder at both ends")
+        self.sent = sent
+        self.expected = expected
+
+
 class TemplateKeyError(SyncError, ValueError):
     """A template-protection key or protection secret has the wrong size."""

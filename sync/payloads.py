@@ -1,10 +1,12 @@
 """Binary contents of sealed template payloads (upsert batches and snapshot chunks).
 
-``"SNC1" | records u32 | tombstones u32`` then the records (:data:`~sync.templates.RECORD`:
-id 64 bytes, seq u64, valid_until i64, count u8), their protected templates as float32
-rows of the model's dimension, then the tombstones (:data:`~sync.templates.TOMBSTONE`).
-Only ever seen decrypted, on central and on the one gate it was sealed to. The payload
-does not name its model: both ends are configured with the same one.
+``"SNC2" | records u32 | tombstones u32 | model id 16 bytes (ASCII, NUL-padded)`` then the
+records (:data:`~sync.templates.RECORD`: id 64 bytes, seq u64, valid_until i64, count u8),
+their protected templates as float32 rows of the model's dimension, then the tombstones
+(:data:`~sync.templates.TOMBSTONE`). Only ever seen decrypted, on central and on the one
+gate it was sealed to. The model id is inside the sealed (authenticated) contents, so a
+gate configured for another embedder refuses the payload with one line instead of
+matching faces against templates of a space its model does not produce.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sync.errors import ProtocolError
+from sync.errors import ModelMismatchError, ProtocolError
 from sync.templates import (
     MAX_TEMPLATES,
     MOBILEFACENET,
@@ -26,7 +28,8 @@ from sync.templates import (
     Tombstone,
 )
 
-_HEAD = struct.Struct("<4sII")
+_HEAD = struct.Struct("<4sII16s")
+_MAGIC = b"SNC2"
 
 
 def encode(enrolments: Sequence[Enrolment], tombstones: Sequence[tuple[str, int, int]] = (),
@@ -45,7 +48,7 @@ def encode(enrolments: Sequence[Enrolment], tombstones: Sequence[tuple[str, int,
         tombs[k] = (t[0].encode(), t[1], t[2])
     vectors = np.concatenate(rows) if rows else np.zeros((0, dim), np.float32)
     out = bytearray(_HEAD.size + records.nbytes + vectors.nbytes + tombs.nbytes)
-    _HEAD.pack_into(out, 0, b"SNC1", records.size, tombs.size)
+    _HEAD.pack_into(out, 0, _MAGIC, records.size, tombs.size, model.id.encode("ascii"))
     view = np.frombuffer(out, np.uint8)
     at = _HEAD.size
     for arr in (records, vectors, tombs):
@@ -62,9 +65,12 @@ def decode_arrays(buf: bytes | bytearray, *, copy: bool = False,
     """
     dim = model.dim
     try:
-        magic, n_rec, n_tomb = _HEAD.unpack_from(buf, 0)
-        if magic != b"SNC1":
+        magic, n_rec, n_tomb, raw_model = _HEAD.unpack_from(buf, 0)
+        if magic != _MAGIC:
             raise ProtocolError("sealed contents: unknown format")
+        sent = raw_model.rstrip(b"\0").decode("ascii", "replace")
+        if sent != model.id:
+            raise ModelMismatchError(sent, model.id)
         at = _HEAD.size
         records = np.frombuffer(buf, RECORD, n_rec, at)
         at += records.nbytes

@@ -25,6 +25,7 @@ MAX_SNAPSHOT_CHUNKS = 10_000
 #: Largest time stamp (ms) an event may carry: what a signed 64-bit column holds.
 MAX_MS = 2**63 - 1
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_MODEL_ID = re.compile(r"[a-z0-9-]{1,16}")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 
 
@@ -77,12 +78,17 @@ class SnapshotManifest:
     sha256: str
     #: The last revocation seq the snapshot already includes (-1: none).
     revocations: int = -1
+    #: Template model id of every chunk.
+    model: str = ""
 
 
 def snapshot_begin(body: dict[str, Any]) -> SnapshotManifest:
     """The manifest of a ``snapshot_begin`` body."""
-    if set(body) != {"snapshot", "chunks", "records", "tombstones", "sha256", "revocations"}:
+    if set(body) != {"snapshot", "chunks", "records", "tombstones", "sha256", "revocations",
+                     "model"}:
         raise ProtocolError("snapshot_begin: wrong fields")
+    if not isinstance(body["model"], str) or not _MODEL_ID.fullmatch(body["model"]):
+        raise ProtocolError("snapshot_begin: bad model")
     rev = body["revocations"]
     if not isinstance(rev, int) or isinstance(rev, bool) or not -1 <= rev <= MAX_INT:
         raise ProtocolError("snapshot_begin: bad revocations")
@@ -95,7 +101,7 @@ def snapshot_begin(body: dict[str, Any]) -> SnapshotManifest:
             not _SHA256.fullmatch(body["sha256"]):
         raise ProtocolError("snapshot_begin: bad manifest")
     return SnapshotManifest(body["snapshot"], body["chunks"], body["records"],
-                            body["tombstones"], body["sha256"], rev)
+                            body["tombstones"], body["sha256"], rev, body["model"])
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ID_PATTERN", "MAX_SEQ", "MAX_TEMPLATES", "MOBILEFACENET", "MODELS", "RECORD",
+__all__ = ["ID_PATTERN", "MAX_SEQ", "MAX_TEMPLATES", "MOBILEFACENET", "MODELS", "RECORD", "SFACE",
            "TOMBSTONE", "Array", "Enrolment", "TemplateModel", "Tombstone", "model"]
 
 #: Any numpy array (templates are float32 rows; records are structured arrays).
@@ -52,8 +52,10 @@ class TemplateModel:
 
 #: MobileFaceNet (int8 and float variants give the same 192-d space).
 MOBILEFACENET = TemplateModel("mobilefacenet", 192)
+#: SFace (OpenCV Zoo, 2021dec; int8 and float variants give the same 128-d space).
+SFACE = TemplateModel("sface", 128)
 #: Every model the protocol knows, by id.
-MODELS: dict[str, TemplateModel] = {m.id: m for m in (MOBILEFACENET,)}
+MODELS: dict[str, TemplateModel] = {m.id: m for m in (MOBILEFACENET, SFACE)}
 
 
 def model(model_id: str) -> TemplateModel:

@@ -83,6 +83,18 @@ def pipeline_float(config: Config) -> FacePipeline:
 
 
 @pytest.fixture(scope="session")
+def pipeline_sface(config: Config) -> FacePipeline:
+    """The pipeline with SFace, int8."""
+    return FacePipeline.from_config(config, embedder="sface-int8")
+
+
+@pytest.fixture(scope="session")
+def pipeline_sface_float(config: Config) -> FacePipeline:
+    """The pipeline with SFace, float."""
+    return FacePipeline.from_config(config, embedder="sface-float")
+
+
+@pytest.fixture(scope="session")
 def photo(photos: Path):
     """Loader for a test photo by file name (decoded fresh each call)."""
     def load(name: str) -> Image:

@@ -71,9 +71,11 @@ def store_config(*, venue: str = "venue-1", event: str = "event-1", gate: str = 
 
 
 def open_store(directory: Path, *, clock: Callable[[], float] = time.time, kek: bytes = KEK,
-               tkey: bytes = TKEY, cfg: Config | None = None) -> Templates:
+               tkey: bytes = TKEY, cfg: Config | None = None,
+               embedder: str | None = None) -> Templates:
     """A gate's cache (not loaded) and matcher in ``directory``, built by the firmware's
-    factory with the tests' keys."""
+    factory with the tests' keys (the shared protector only for the default model)."""
     keys = TemplateKeys(Key(kek, "test"), Key(tkey, "test"))
     return open_templates(cfg or store_config(), keys=keys, directory=directory, clock=clock,
-                          protector=protector(tkey))
+                          embedder=embedder,
+                          protector=None if embedder else protector(tkey))

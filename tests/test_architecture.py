@@ -22,6 +22,7 @@ import pytest
 from gate.camera import CAMERAS
 from gate.config import CameraConfig, ModelsConfig
 from gate.detect.detectors import DETECTORS
+from gate.match.embedders import ALIASES as EMBEDDER_ALIASES
 from gate.match.embedders import EMBEDDERS
 from tests.support import ROOT
 
@@ -102,13 +103,14 @@ def test_packages_import_one_way():
 
 
 def test_central_borrows_only_the_face_pipeline_from_the_gate():
-    """Central embeds enrolment photos with the gate's own pipeline (the same model on
-    both ends) in one module, and never touches the gate's store, link or service."""
+    """Central embeds enrolment photos with the gate's own pipeline and embedder registry
+    (the same model on both ends) in one module, and never touches the gate's store, link
+    or service."""
     uses = {(a, b) for a, bs in EDGES.items() if _top(a) == "central"
             for b in bs if _top(b) == "gate"}
     assert {a for a, _ in uses} == {"central.enrol"}
     assert {b for _, b in uses} <= {"gate.pipeline", "gate.images", "gate.config",
-                                     "gate.errors"}
+                                     "gate.errors", "gate.match.embedders"}
 
 
 def test_the_protocol_is_a_leaf():
@@ -216,4 +218,4 @@ def test_backends_are_named_in_one_place():
 
     assert choices(CameraConfig, "backend") == tuple(CAMERAS)
     assert choices(ModelsConfig, "detector") == tuple(DETECTORS)
-    assert choices(ModelsConfig, "embedder") == tuple(EMBEDDERS)
+    assert choices(ModelsConfig, "embedder") == (*EMBEDDERS, *EMBEDDER_ALIASES)

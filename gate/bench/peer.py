@@ -24,6 +24,7 @@ from gate.config import from_dict
 from gate.eval import runner
 from gate.eval.datasets import all_pairs, load_folder
 from gate.match.embedder import DEFAULT_THRESHOLD
+from gate.match.embedders import NAMES as EMBEDDER_NAMES
 from gate.pipeline import FacePipeline
 from gate.types import Array
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dir", type=Path)
     parser.add_argument("--peer-python", required=True)
-    parser.add_argument("--model", default="int8", choices=("int8", "float"))
+    parser.add_argument("--model", default="mobilefacenet-int8", choices=EMBEDDER_NAMES)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     start = time.time()

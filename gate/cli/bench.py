@@ -14,7 +14,7 @@ from typing import Any
 from gate.bench import pipeline, store
 from gate.config import Config
 from gate.errors import EvalError
-from gate.match.embedders import EMBEDDERS
+from gate.match.embedders import EMBEDDERS, NAMES
 
 
 def add_parser(sub: Any) -> None:
@@ -31,7 +31,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--frame", default="1280x720", help="camera frame size WxH to fit into")
     p.add_argument("--repeat", type=int, default=20, help="timed runs per photo")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--models", nargs="+", choices=tuple(EMBEDDERS), default=list(EMBEDDERS))
+    p.add_argument("--models", nargs="+", choices=NAMES, default=list(EMBEDDERS))
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run)
 

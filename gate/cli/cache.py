@@ -65,6 +65,7 @@ def run_info(args: argparse.Namespace, cfg: Config) -> int:
     if status is not None:
         info, source = _from_service(status.get("cache"), directory), "service"
         threshold = _number(status.get("cache") or {}, "threshold")
+        basis = None
     else:
         if not directory.is_dir():
             raise GateError(f"cache: state directory {directory} does not exist (check "
@@ -73,8 +74,9 @@ def run_info(args: argparse.Namespace, cfg: Config) -> int:
         info = offline.inspect(directory, kek, binding(cfg), now=time.time(),
                                key_source=key_source, locked_reason=why)
         source = "files"
-        threshold = None if info.templates is None else \
-            threshold_policy(cfg).for_size(info.templates)
+        policy = threshold_policy(cfg)
+        threshold = None if info.templates is None else policy.for_size(info.templates)
+        basis = None if info.templates is None else policy.basis(info.templates)
     report = {"source": source, "directory": str(directory), "state": info.state,
               "reason": info.reason or None, "version": info.version,
               "attendees": info.attendees, "templates": info.templates,
@@ -82,6 +84,7 @@ def run_info(args: argparse.Namespace, cfg: Config) -> int:
               "valid_until_min": info.valid_until_min, "valid_until_max": info.valid_until_max,
               "next_expiry": info.next_expiry,
               "threshold": None if threshold is None else round(threshold, 4),
+              "threshold_basis": basis,
               "key_source": info.key_source or None, "files": info.files,
               "bytes": sum(info.files.values())}
     if args.json:
@@ -175,7 +178,10 @@ def _print_info(r: dict[str, Any]) -> None:
         if r["expired"]:
             print(f"  expired      {r['expired']} (purged when the gate next loads the cache)")
         if r["threshold"] is not None:
-            print(f"  threshold    {r['threshold']}")
+            basis = {"extrapolated": " (extrapolated: the target FPIR at this size lies "
+                                     "beyond what the calibration set resolves)",
+                     "fixed": " (fixed in [match] threshold)"}.get(r["threshold_basis"], "")
+            print(f"  threshold    {r['threshold']}{basis}")
     parts = ", ".join(f"{name} {_size(n)}" for name, n in r["files"].items())
     print(f"  on disk      {_size(r['bytes'])}" + (f" ({parts})" if parts else ""))
     print(f"  key          {r['key_source'] or '—'}")

@@ -8,6 +8,8 @@ embedders are trained with. The estimate is pure numpy; only the warp uses OpenC
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from gate.detect.warp import Warper
@@ -41,13 +43,17 @@ def umeyama(src: Array, dst: Array) -> Array:
     var_s = (sc**2).sum() / len(src)
     if var_s <= 1e-12:
         raise ValueError("umeyama: source points coincide")
-    cov = dc.T @ sc / len(src)
-    u, d, vt = np.linalg.svd(cov)
-    s = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        s[1, 1] = -1
-    rot = u @ s @ vt
-    scale = float(np.trace(np.diag(d) @ s) / var_s)
+    # In 2-D the least-squares rotation without reflection has a closed form (Umeyama's
+    # SVD reduces to it): no LAPACK call, whose thread pool wakes up slowly on a busy
+    # gate, for a 2×2 problem.
+    a = float((sc * dc).sum())
+    b = float((sc[:, 0] * dc[:, 1] - sc[:, 1] * dc[:, 0]).sum())
+    norm = math.hypot(a, b)
+    if norm <= 1e-12:
+        raise ValueError("umeyama: target points coincide")
+    cos, sin = a / norm, b / norm
+    rot = np.array([[cos, -sin], [sin, cos]])
+    scale = norm / len(src) / var_s
     t = mu_d - scale * rot @ mu_s
     return np.hstack([scale * rot, t[:, None]])
 

@@ -12,6 +12,7 @@ RGB scaled to [0, 1]; it also returns a face-presence logit.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -90,10 +91,11 @@ class FaceMesh:
         out = self.model.run(self._tensor)
         raw = out["conv2d_21"].reshape(-1, 3).astype(np.float64)
         logit = float(out["conv2d_31"].reshape(-1)[0])
-        inv = np.vstack([m, [0, 0, 1]])
-        inv = np.linalg.inv(inv)[:2]
+        # OpenCV's 2×3 inverse, not numpy's LAPACK (its thread pool wakes slowly on a
+        # busy gate: ~1 ms for a 3×3 while the models run).
+        inv = cv2.invertAffineTransform(m)
         xy = raw[:, :2] @ inv[:, :2].T + inv[:, 2]
-        z = raw[:, 2:] * float(np.sqrt(abs(np.linalg.det(inv[:, :2]))))
+        z = raw[:, 2:] * math.sqrt(abs(float(inv[0, 0] * inv[1, 1] - inv[0, 1] * inv[1, 0])))
         presence = 1.0 / (1.0 + np.exp(-np.clip(logit, -50.0, 50.0)))
         return Landmarks(points=np.hstack([xy, z]), presence=float(presence))
 

@@ -140,20 +140,36 @@ def measure(image: Array, sizeable: int, landmarks: Landmarks, *, five: Array,
     )
 
 
+#: Face-mesh yaw per degree of :func:`keypoint_yaw`: least squares through the origin over
+#: the faces of the calibration half of lfw-dev's people (faces the mesh puts within
+#: ±45°), checked on the other half (``gatectl eval DIR --pose``; docs/measurements.md).
+#: The nose-between-the-ears estimate reads about twice the mesh's yaw.
+KEYPOINT_YAW_SCALE = 0.427
+
+
+def keypoint_yaw(face: Detection) -> float:
+    """Uncalibrated yaw in degrees from where BlazeFace's nose tip sits between its two ear
+    tragions (asin of the nose's offset over half the ear distance)."""
+    kp = face.keypoints
+    ears = float(kp[LEFT_EAR, 0] - kp[RIGHT_EAR, 0])
+    rel = (float(kp[NOSE_TIP, 0]) - float(kp[LEFT_EAR, 0] + kp[RIGHT_EAR, 0]) / 2) / \
+        max(abs(ears) / 2, 1e-6)
+    return math.degrees(math.asin(min(1.0, max(-1.0, rel))))
+
+
 def measure_without_mesh(image: Array, sizeable: int, face: Detection, *,
                          crop: Image, gray: Image, eyes: bool = True) -> Measures:
     """Quality numbers from BlazeFace alone (the fallback when landmarks are off).
 
-    Yaw is estimated from where the nose sits between the two ear tragions; pitch is
-    not observable from these keypoints and is reported as 0; the cut-off check uses
+    Yaw is estimated from where the nose sits between the two ear tragions, scaled to
+    the face mesh's yaw (:data:`KEYPOINT_YAW_SCALE`); pitch is not observable from these
+    keypoints and is reported as 0; the cut-off check uses
     the detection box instead of the mesh.
     """
     kp = face.keypoints.astype(np.float64)
     eye_vec = kp[LEFT_EYE] - kp[RIGHT_EYE]
     roll = math.degrees(math.atan2(float(eye_vec[1]), float(eye_vec[0])))
-    ears = kp[LEFT_EAR, 0] - kp[RIGHT_EAR, 0]
-    rel = (kp[NOSE_TIP, 0] - (kp[LEFT_EAR, 0] + kp[RIGHT_EAR, 0]) / 2) / max(abs(ears) / 2, 1e-6)
-    yaw = math.degrees(math.asin(float(np.clip(rel, -1.0, 1.0))))
+    yaw = KEYPOINT_YAW_SCALE * keypoint_yaw(face)
     h, w = image.shape[:2]
     x0, y0, x1, y1 = face.box
     inside = max(0.0, min(x1, w) - max(x0, 0)) * max(0.0, min(y1, h) - max(y0, 0))

@@ -74,7 +74,7 @@ class Warper:
              border: int = cv2.BORDER_CONSTANT) -> None:
         """Write ``image`` warped by the 2×3 matrix ``m`` into ``dst`` (H×W×3 uint8)."""
         out_h, out_w = dst.shape[:2]
-        scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+        scale = math.sqrt(abs(float(m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0])))
         src, mat = image, m
         times = halvings(scale)
         if times:

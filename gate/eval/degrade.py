@@ -14,6 +14,8 @@ import numpy as np
 from gate.types import Array, Image
 
 OCCLUDERS = ("fringe", "strands", "dark_glasses", "one_eye")
+#: Occluders of the lower face.
+LOWER_FACE = ("mask",)
 
 
 def blur(image: Image, sigma: float) -> Image:
@@ -69,6 +71,29 @@ def occlude_eyes(image: Image, eyes: Array, kind: str, *, seed: int = 0) -> Imag
     else:  # one_eye
         cv2.ellipse(out, (round(e0[0]), round(e0[1])), (round(0.5 * iod), round(0.4 * iod)),
                     0, 0, 360, (45, 32, 25), -1)
+    return out
+
+
+def occlude_lower_face(image: Image, keypoints: Array, kind: str = "mask") -> Image:
+    """Cover nose tip to chin and cheek to cheek as a surgical ``mask`` does.
+
+    ``keypoints`` are BlazeFace's six (right eye, left eye, nose tip, mouth centre, right
+    ear, left ear) in image pixels; the mask is drawn relative to the eye distance.
+    """
+    if kind not in LOWER_FACE:
+        raise ValueError(f"unknown occluder {kind!r}")
+    out = image.copy()
+    kp = np.asarray(keypoints, float)
+    e0, e1, nose = kp[0], kp[1], kp[2]
+    iod = float(np.linalg.norm(e1 - e0))
+    across = (e1 - e0) / max(iod, 1e-6)
+    down = np.array([-across[1], across[0]])  # image y grows downwards
+    # Outline in eye distances, from the nose tip: over the bridge, cheek to cheek, to
+    # under the chin.
+    outline = [(-0.95, -0.3), (0.95, -0.3), (0.95, 0.5), (0.6, 1.3), (0.0, 1.5),
+               (-0.6, 1.3), (-0.95, 0.5)]
+    pts = np.array([nose + iod * (a * across + d * down) for a, d in outline])
+    cv2.fillPoly(out, [np.round(pts).astype(np.int32)], (150, 185, 205), cv2.LINE_AA)
     return out
 
 

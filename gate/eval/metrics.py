@@ -63,6 +63,8 @@ class OpenSetResult:
     rank1: float
     margin: float
     points: tuple[FnirAtFpir, ...]
+    #: Different images among the non-mated searches (pooled galleries reuse them).
+    distinct_nonmated: int = 0
 
 
 def _scores(name: str, values: npt.ArrayLike) -> FloatArray:
@@ -100,6 +102,10 @@ def _target(name: str, value: float) -> float:
     if not 0.0 < value < 1.0:  # also rejects NaN
         raise EvalError(f"{name} target must be in (0, 1), got {value}")
     return float(value)
+
+
+#: Distinct non-mated probes needed per 1/FPIR for an FPIR target to be resolvable.
+MIN_DISTINCT_EVENTS = 10
 
 
 def _min_events(target: float) -> int:
@@ -320,15 +326,19 @@ def search(gallery: npt.ArrayLike, gallery_ids: npt.ArrayLike, probes: npt.Array
 def openset_points(mated_correct: npt.ArrayLike, mated_best: npt.ArrayLike,
                    mated_second: npt.ArrayLike, nonmated_best: npt.ArrayLike,
                    nonmated_second: npt.ArrayLike, *, fpirs: Sequence[float],
-                   margin: float = 0.0, gallery_size: int) -> OpenSetResult:
+                   margin: float = 0.0, gallery_size: int,
+                   distinct_nonmated: int | None = None,
+                   events: int = MIN_DISTINCT_EVENTS) -> OpenSetResult:
     """FNIR at each FPIR target from search results (possibly pooled over galleries).
 
     With ``margin > 0`` a probe returns a candidate only when its best identity beats
     the best *other* identity by at least ``margin``. A non-mated probe is a false
     positive when it returns a candidate scoring >= T; a mated probe is a miss unless it
     returns its own identity scoring >= T. T is the smallest threshold keeping realised
-    FPIR <= target; a target is not resolvable with fewer than ``ceil(1/target)``
-    non-mated probes.
+    FPIR <= target. A target is resolvable only with at least ``events / target``
+    (default 10 / target) *distinct* non-mated probes (``distinct_nonmated``: searches
+    pooled over several galleries reuse the same images, which adds no independent
+    evidence); with fewer, the threshold would rest on a handful of images.
     """
     correct = np.asarray(mated_correct, dtype=np.bool_)
     m_best, m_second = np.asarray(mated_best, np.float64), np.asarray(mated_second, np.float64)
@@ -343,9 +353,11 @@ def openset_points(mated_correct: npt.ArrayLike, mated_best: npt.ArrayLike,
         raise EvalError(f"margin must be a finite number >= 0, got {margin}")
     m_returned = np.where(m_best - m_second >= margin, m_best, -np.inf)
     n_returned = np.where(n_best - n_second >= margin, n_best, -np.inf)
+    distinct = n_best.size if distinct_nonmated is None else distinct_nonmated
     points: list[FnirAtFpir] = []
     for target in targets:
-        if n_best.size < _min_events(target):
+        if distinct < events * _min_events(target) or \
+                n_best.size < _min_events(target):
             points.append(FnirAtFpir(fpir=target, threshold=None, fnir=None, resolvable=False))
             continue
         threshold = _strict_threshold(n_returned, target)
@@ -354,12 +366,14 @@ def openset_points(mated_correct: npt.ArrayLike, mated_best: npt.ArrayLike,
                                  fnir=float(1.0 - np.mean(hits)), resolvable=True))
     return OpenSetResult(gallery_size=gallery_size, mated=int(correct.size),
                          nonmated=int(n_best.size), rank1=float(np.mean(correct)),
-                         margin=float(margin), points=tuple(points))
+                         margin=float(margin), points=tuple(points),
+                         distinct_nonmated=int(distinct))
 
 
 def openset(gallery: npt.ArrayLike, gallery_ids: npt.ArrayLike, mated_probes: npt.ArrayLike,
             mated_ids: npt.ArrayLike, nonmated_probes: npt.ArrayLike, *,
-            fpirs: Sequence[float], margin: float = 0.0) -> OpenSetResult:
+            fpirs: Sequence[float], margin: float = 0.0,
+            events: int = MIN_DISTINCT_EVENTS) -> OpenSetResult:
     """Open-set identification on one gallery: rank-1 rate and FNIR at each FPIR target.
 
     See :func:`search` and :func:`openset_points`.
@@ -375,4 +389,4 @@ def openset(gallery: npt.ArrayLike, gallery_ids: npt.ArrayLike, mated_probes: np
     m_id, m_best, m_second = search(g, g_ids, mated)
     _, n_best, n_second = search(g, g_ids, nonmated)
     return openset_points(m_id == m_ids, m_best, m_second, n_best, n_second, fpirs=fpirs,
-                          margin=margin, gallery_size=int(identities.size))
+                          margin=margin, gallery_size=int(identities.size), events=events)

@@ -39,7 +39,7 @@ from gate.link.state import SyncState
 from gate.logs import Throttle
 from gate.match.cache import TemplateCache
 from sync import messages, payloads, schemas
-from sync.errors import ProtocolError, SignedInvalidError
+from sync.errors import ModelMismatchError, ProtocolError, SignedInvalidError
 from sync.seal import open_sealed
 from sync.templates import RECORD, TOMBSTONE
 
@@ -86,6 +86,8 @@ class MessageHandler:
         #: Central's last signed head, and why the cache is held behind it ("" if not).
         self.head: schemas.Head | None = None
         self.behind = ""
+        #: Why central's templates are refused for the model they are for ("" when not).
+        self.model_mismatch = ""
         self._snapshot: _Snapshot | None = None
         self._lock = threading.RLock()
         self._throttle = Throttle(log)
@@ -116,9 +118,16 @@ class MessageHandler:
             env = messages.open_envelope(topic, payload, self._keys())
             try:
                 self.handle(env)
+            except ModelMismatchError:
+                raise
             except (ProtocolError, TemplateError):
                 self.by_signer[env.kid] += 1  # signed, and invalid: evidence against it
                 raise
+        except ModelMismatchError as exc:
+            # Central's configuration, not an attack: the gate can take no templates
+            # until one end changes, so status says so until a good payload arrives.
+            self.model_mismatch = str(exc)
+            self.reject(str(exc))
         except SignedInvalidError as exc:
             self.by_signer[exc.signer[:64]] += 1
             self.reject(str(exc))
@@ -210,6 +219,8 @@ class MessageHandler:
             raise
         finally:
             self.compare()
+        if env.kind == "templates":
+            self.model_mismatch = ""
         self._accepted(stream, env.seq)
         self._changed()
 
@@ -293,6 +304,8 @@ class MessageHandler:
         elif env.type == "snapshot_begin":
             self.cache.note_seq("templates", env.seq)
             manifest = schemas.snapshot_begin(env.body)
+            if manifest.model != self.cache.model.id:
+                raise ModelMismatchError(manifest.model, self.cache.model.id)
             with self._lock:
                 if self._snapshot:
                     self._snapshot.wipe()

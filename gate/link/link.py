@@ -166,6 +166,8 @@ class GateLink:
             out.append(self.state.notice)
         if self.handler.behind:
             out.append(f"cache {self.handler.behind}")
+        if self.handler.model_mismatch:
+            out.append(self.handler.model_mismatch)
         with self._backlog_lock:
             waiting = len(self._backlog)
         if waiting:

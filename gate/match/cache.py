@@ -34,6 +34,7 @@ above DEBUG, keys or templates.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -132,7 +133,8 @@ class TemplateCache:
                  coarse_min: int = 20_000, threads: int = 1) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.binding = binding
+        # The file names the template model it holds: always the one this cache serves.
+        self.binding = binding = dataclasses.replace(binding, model=model.id)
         self.model = model
         self.clock = clock
         self.max_valid_s = max_valid_days * 86400

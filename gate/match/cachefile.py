@@ -1,12 +1,12 @@
 """The encrypted template cache file: format, sealing and opening.
 
-Layout (all integers little-endian), format 2::
+Layout (all integers little-endian), format 3::
 
     header   "FPGC" | format u16 | flags u16 | cache_version u64 | created_at i64
              | chunk_size u32 | chunks u32 | length u64 | nonce_prefix 8 bytes
              | journal_id 16 bytes | prev_journal_id 16 bytes
              | seq_templates i64 | seq_revocations i64
-             | venue, event, gate id: each u16 length + UTF-8
+             | venue, event, gate id, template model id: each u16 length + UTF-8
     head     2 journal head slots (:mod:`gate.match.head`), rewritten in place
     body     chunks × (ciphertext ‖ 16-byte tag)
 
@@ -18,8 +18,10 @@ names the journal this snapshot replaced: a power cut between writing the snapsh
 resetting the journal leaves that one in place, and only that one is then accepted (and
 only if nothing was appended since). ``seq_*`` are the last central sequence numbers of
 the two streams the snapshot reflects (-1: none), so a rolled-back cache can be caught by
-comparing them with central's. Format 1 files (no journal binding) are refused: the gate
-re-syncs from central.
+comparing them with central's. Files of earlier formats (1: no journal binding, 2: no
+model id) are refused: the gate re-syncs from central. A cache of another template model
+than the configured embedder's is refused the same way (its templates live in a space
+the running model does not produce).
 
 The plaintext is cut into chunks sealed one by one with AES-256-GCM (a STREAM-style
 construction): chunk *i* uses nonce ``nonce_prefix ‖ i`` and associated data
@@ -60,7 +62,7 @@ from gate.types import Array
 from sync.templates import MAX_TEMPLATES, RECORD, TOMBSTONE
 
 MAGIC = b"FPGC"
-FORMAT = 2
+FORMAT = 3
 #: Flag: a journal exists for this snapshot (always set by :func:`seal`).
 JOURNAL = 1
 CHUNK = 1 << 20
@@ -72,23 +74,23 @@ MAX_PLAINTEXT = 1 << 31
 #: The largest cache file that is opened at all.
 MAX_FILE = MAX_PLAINTEXT + (MAX_PLAINTEXT // CHUNK + 1) * TAG + (1 << 20)
 NO_JOURNAL = bytes(16)
+#: Length-prefixed strings after the fixed header: venue, event, gate, template model.
+HEADER_FIELDS = 4
 
 
 @dataclass(frozen=True)
 class Binding:
-    """Who a cache belongs to: checked on every open."""
+    """Who a cache belongs to, and which template model it holds: checked on every open."""
 
     venue: str
     event: str
     gate: str
+    model: str = "mobilefacenet"
 
     def encode(self) -> bytes:
-        """Length-prefixed UTF-8 fields."""
-        out = b""
-        for field in (self.venue, self.event, self.gate):
-            raw = field.encode()
-            out += struct.pack("<H", len(raw)) + raw
-        return out
+        """Venue, event and gate as length-prefixed UTF-8 (the data key's associated data;
+        the model is not part of it, so a model change keeps the key)."""
+        return b"".join(_field(f) for f in (self.venue, self.event, self.gate))
 
 
 @dataclass
@@ -125,6 +127,11 @@ class Meta:
     identity: tuple[int, int]  # (st_dev, st_ino): the head is written into this file
 
 
+def _field(value: str) -> bytes:
+    raw = value.encode()
+    return struct.pack("<H", len(raw)) + raw
+
+
 def seal(path: Path, dek: bytes, binding: Binding, *, version: int, records: Array,
          vectors: Array, tombstones: Array, dim: int, journal_id: bytes,
          prev_journal: bytes, seqs: tuple[int, int]) -> Meta:
@@ -143,7 +150,8 @@ def seal(path: Path, dek: bytes, binding: Binding, *, version: int, records: Arr
     chunks = max(1, -(-length // CHUNK))
     prefix = secrets.token_bytes(8)
     header = _FIXED.pack(MAGIC, FORMAT, JOURNAL, version, int(time.time()), CHUNK, chunks,
-                         length, prefix, journal_id, prev_journal, *seqs) + binding.encode()
+                         length, prefix, journal_id, prev_journal, *seqs) + binding.encode() \
+        + _field(binding.model)
     digest = hashlib.sha256(header).digest()
     slots = head.initial(head.head_key(dek), digest)
     aead = AESGCM(dek)
@@ -218,7 +226,7 @@ def _read_header(f: BinaryIO, path: Path) -> _Header:
      seq_t, seq_r) = _FIXED.unpack(fixed)
     fields = []
     raw = fixed
-    for _ in range(3):
+    for _ in range(HEADER_FIELDS):
         size_raw = read(2)
         if len(size_raw) < 2:
             raise CacheError(f"{path.name}: truncated header")
@@ -259,6 +267,10 @@ def open_cache(path: Path, dek: bytes, binding: Binding) -> Contents:
 def _open(f: BinaryIO, path: Path, dek: bytes, binding: Binding) -> Contents:
     h = _read_header(f, path)
     chunk, chunks, length, prefix = h.chunk, h.chunks, h.length, h.prefix
+    if h.binding.model != binding.model and h.binding.encode() == binding.encode():
+        shown = h.binding.model.encode("ascii", "replace").decode()[:16]
+        raise CacheError(f"{path.name}: holds {shown!r} templates, the configured embedder "
+                         f"makes {binding.model!r} ones; re-sync needed")
     if h.binding != binding:
         b = h.binding
         shown = "/".join((b.venue, b.event, b.gate)).encode("ascii", "replace").decode()

@@ -25,7 +25,15 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from central.errors import VenueExistsError
-from central.pki import init_venue, instructions, write_broker_config
+from central.pki import (
+    DEFAULT_EMBEDDER,
+    DEFAULT_MODEL,
+    init_venue,
+    instructions,
+    write_broker_config,
+)
+from gate.config import from_dict
+from gate.match.embedders import embedder_spec
 from sync.protect import event_key
 from tests.broker import (
     Broker,
@@ -38,6 +46,7 @@ from tests.broker import (
     publish,
     subscribe,
 )
+from tests.venue import wait_for
 
 VENUE, EVENT, GATES = "arena", "final-2026", ("gate-1", "gate-2")
 T = f"gate/v1/{VENUE}"
@@ -98,6 +107,7 @@ def test_venue_json_publishes_the_matching_public_keys(venue):
     assert facts["venue"] == VENUE and facts["event"] == EVENT
     assert facts["broker"] == {"host": "localhost", "port": 8883}
     assert facts["central"]["kid"] == "central-1"
+    assert facts["embedder"] == {"name": "mobilefacenet-int8", "model": "mobilefacenet"}
     raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
 
     def pub(key: ed25519.Ed25519PrivateKey | x25519.X25519PrivateKey) -> str:
@@ -219,7 +229,8 @@ def test_broker_config_and_acl(venue):
     ({"gates": []}, "at least one gate"), ({"gates": ["g1", "g1"]}, "unique"),
     ({"gates": ["admin"]}, "reserved"), ({"gates": ["g1", "central"]}, "reserved"),
     ({"gates": ["g/1"]}, "gate name"), ({"gates": ["+"]}, "gate name"),
-    ({"days": 0}, "days"), ({"port": 70000}, "port")])
+    ({"days": 0}, "days"), ({"port": 70000}, "port"),
+    ({"model": "arcface"}, "unknown template model 'arcface'")])
 def test_refuses_bad_input(tmp_path, kwargs, match):
     args = {"venue": VENUE, "event": EVENT, "gates": GATES, **kwargs}
     with pytest.raises(ValueError, match=match) as err:
@@ -324,7 +335,9 @@ def test_a_client_without_a_certificate_cannot_connect(venue, broker):
     with pytest.raises(BrokerError):
         open_client(broker.host, broker.port, client_id="nocert",
                     ca_certs=venue / "ca" / "ca.crt", timeout=3)
-    assert "peer did not return a certificate" in broker.log_tail()
+    # Mosquitto may log the refusal a moment after the client has seen it.
+    wait_for(lambda: "peer did not return a certificate" in broker.log_tail(),
+             what="the broker's log line for the refused client")
 
 
 def test_a_certificate_of_another_ca_cannot_connect(venue, broker, tmp_path):
@@ -335,7 +348,8 @@ def test_a_certificate_of_another_ca_cannot_connect(venue, broker, tmp_path):
     with pytest.raises(BrokerError):
         open_client(broker.host, broker.port, client_id="impostor",
                     ca_certs=venue / "ca" / "ca.crt", certfile=crt, keyfile=key, timeout=3)
-    assert "certificate verify failed" in broker.log_tail()
+    wait_for(lambda: "certificate verify failed" in broker.log_tail(),
+             what="the broker's log line for the refused certificate")
 
 
 def test_an_anonymous_plain_tcp_client_is_refused(broker):
@@ -369,3 +383,10 @@ def test_the_broker_comes_back_after_a_crash(venue, broker):
     broker.restart()
     assert broker.running and broker.port == port
     close(connect(venue, "central", client_id="central"))
+
+
+def test_a_new_venue_names_the_gates_default_embedder_and_its_model():
+    """init-venue's default is the gate's: a venue made with defaults and a gate left at
+    its default agree on the template model."""
+    spec = embedder_spec(from_dict({}).models.embedder)
+    assert (spec.name, spec.model.id) == (DEFAULT_EMBEDDER, DEFAULT_MODEL)

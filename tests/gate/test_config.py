@@ -12,7 +12,7 @@ from tests.support import ROOT
 def test_defaults_are_valid():
     cfg = from_dict({})
     assert isinstance(cfg, Config)
-    assert cfg.models.embedder == "int8" and cfg.models.threads == 2
+    assert cfg.models.embedder == "mobilefacenet-int8" and cfg.models.threads == 2
     assert cfg.models.detector == "blazeface"
     assert cfg.detect.landmarks and cfg.quality.min_interocular_px == 28.0
 
@@ -20,7 +20,7 @@ def test_defaults_are_valid():
 def test_example_config_is_valid():
     example = ROOT / "config" / "gate.example.toml"
     cfg = load(example)
-    assert cfg.models.embedder in ("int8", "float")
+    assert cfg.models.embedder == from_dict({}).models.embedder
     # It shows the defaults: the detector it names is the default one.
     assert cfg.models.detector == from_dict({}).models.detector
 

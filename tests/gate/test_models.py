@@ -20,7 +20,8 @@ from tests.support import ROOT
 def test_manifest_pins_every_role_with_provenance():
     pins = manifest()
     assert set(pins) == {"detector", "landmarks", "embedder_batch2", "embedder_float",
-                         "embedder_int8"}
+                         "embedder_int8", "embedder_sface_float", "embedder_sface_int8",
+                         "licence_apache", "notice"}
     for pin in pins.values():
         assert len(pin.sha256) == 64 and int(pin.sha256, 16) >= 0
         assert pin.size > 0 and pin.license and pin.source and pin.derivation
@@ -120,11 +121,29 @@ def test_int8_weights_really_are_int8_and_file_is_small(models_dir):
                if d["name"].endswith("weights/read"))
 
 
-def test_int8_embeddings_track_float(photo, pipeline, pipeline_float):
+@pytest.mark.parametrize("pair", [("pipeline", "pipeline_float"),
+                                  ("pipeline_sface", "pipeline_sface_float")])
+def test_int8_embeddings_track_float(photo, request, pair):
+    int8, flt = (request.getfixturevalue(p) for p in pair)
     for name in ("obama.jpg", "obama3.jpg", "biden.jpg"):
-        a = pipeline.process(photo(name)).embedding.copy()
-        b = pipeline_float.process(photo(name)).embedding.copy()
+        a = int8.process(photo(name)).embedding.copy()
+        b = flt.process(photo(name)).embedding.copy()
         assert float(a @ b) > 0.98, name
+
+
+def test_sface_int8_quantizes_its_convolutions_and_dense_layer(models_dir):
+    path = models_dir / "sface_int8.tflite"
+    assert path.stat().st_size < 11 * 1024 * 1024  # float: 38.5 MB
+    model = Model(read_verified(models_dir, "embedder_sface_int8")[0], name=path.name)
+    assert model.input_shape == (1, 112, 112, 3) and model.output_shapes() == [(1, 128)]
+    int8 = [d for d in model.tensor_details() if d["dtype"] == np.int8 and len(d["shape"]) > 1]
+    # 14 CONV_2D kernels and the FULLY_CONNECTED weights, one scale per output channel.
+    assert len(int8) == 15
+    for d in int8:
+        scales = d["quantization_parameters"]["scales"]
+        assert scales.size == d["shape"][0] and np.all(scales > 0)
+    flt = Model(read_verified(models_dir, "embedder_sface_float")[0], name="sface_float")
+    assert not any(d["dtype"] == np.int8 for d in flt.tensor_details())
 
 
 def test_tflite_runtime_fallback_gives_the_same_embedding(models_dir):
@@ -172,6 +191,7 @@ def test_build_script_check_mode_reports_problems(tmp_path):
         build_models = importlib.import_module("build_models")
     finally:
         sys.path.pop(0)
-    problems = build_models.check(tmp_path, build_models.load_manifest(
-        ROOT / "gate" / "model_manifest.json"))
-    assert len(problems) == 5 and all("missing" in p for p in problems)
+    manifest = build_models.load_manifest(ROOT / "gate" / "model_manifest.json")
+    problems = build_models.check(tmp_path, manifest)
+    assert len(problems) == len(manifest["files"]) == 9
+    assert all("missing" in p for p in problems)

@@ -11,6 +11,7 @@ import pytest
 from gate.inference import Model
 from gate.match.embedder import DEFAULT_THRESHOLD, Embedder
 from gate.match.embedders import MOBILEFACENET_FLOAT
+from gate.match.threshold import CALIBRATIONS
 from gate.models import read_verified
 from gate.pipeline import FacePipeline
 
@@ -26,16 +27,20 @@ def _embed(pipeline: FacePipeline, image: np.ndarray) -> np.ndarray:
     return emb
 
 
-@pytest.mark.parametrize("which", ["pipeline", "pipeline_float"])
+@pytest.mark.parametrize("which", ["pipeline", "pipeline_float", "pipeline_sface",
+                                   "pipeline_sface_float"])
 def test_obama_matches_obama_and_biden_matches_no_one(which, request, photo):
     pipeline = request.getfixturevalue(which)
+    # Each embedder's own calibrated threshold (FPIR 1e-3 with 100 enrolled).
+    threshold = CALIBRATIONS[pipeline.embedder.spec.name].threshold_for(1e-3, 100)[0]
     obama = [_embed(pipeline, photo(n)) for n in OBAMA]
     biden = _embed(pipeline, photo("biden.jpg"))
+    assert obama[0].shape == (pipeline.embedder.spec.model.dim,)
     for i in range(len(obama)):
         assert abs(float(np.linalg.norm(obama[i])) - 1.0) < 1e-5
         for j in range(i + 1, len(obama)):
-            assert float(obama[i] @ obama[j]) >= DEFAULT_THRESHOLD, (OBAMA[i], OBAMA[j])
-        assert float(obama[i] @ biden) < DEFAULT_THRESHOLD - 0.2, OBAMA[i]
+            assert float(obama[i] @ obama[j]) >= threshold, (OBAMA[i], OBAMA[j])
+        assert float(obama[i] @ biden) < threshold - 0.2, OBAMA[i]
 
 
 def test_rgba_png_is_handled_like_its_jpeg_twin(photo, pipeline):

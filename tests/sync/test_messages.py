@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sync import messages, payloads
-from sync.errors import ProtocolError
+from sync.errors import ModelMismatchError, ProtocolError
 from sync.messages import uuid7
 from sync.seal import open_sealed, seal
-from sync.templates import Enrolment
+from sync.templates import MOBILEFACENET, SFACE, Enrolment
 from tests.support import DIM, unit
 
 KEY = Ed25519PrivateKey.generate()
@@ -123,7 +123,21 @@ def test_payload_round_trip_with_tombstones():
 @given(st.binary(max_size=5000))
 def test_fuzz_payload_decoder(data):
     with contextlib.suppress(ProtocolError):
-        payloads.decode(b"SNC1" + data)
+        payloads.decode(b"SNC2" + data)
+    with contextlib.suppress(ProtocolError):
+        payloads.decode(b"SNC2" + data[:8] + b"mobilefacenet".ljust(16, b"\0") + data[8:])
+
+
+def test_a_payload_names_its_model_and_another_model_refuses_it_in_one_line():
+    es = [Enrolment("a1", 1, 1_900_000_000, unit(np.ones(SFACE.dim, np.float32)))]
+    buf = payloads.encode(es, model=SFACE)
+    assert payloads.decode(buf, model=SFACE)[0][0].attendee == "a1"
+    with pytest.raises(ModelMismatchError) as err:
+        payloads.decode(buf, model=MOBILEFACENET)
+    assert str(err.value) == ("templates are for model 'sface', this end runs 'mobilefacenet': "
+                              "configure the same embedder at both ends")
+    with pytest.raises(ProtocolError, match="unknown format"):
+        payloads.decode(b"SNC1" + bytes(buf[4:]), model=SFACE)  # the format before model ids
 
 
 def test_truncated_payload_is_refused():

@@ -106,12 +106,12 @@ VALID: list[tuple[str, dict[str, Any], Any]] = [
      [RevokeItem("att-1", 0, 1_900_000_000), RevokeItem("b:2", 2**63 - 1)]),
     ("upsert", {"sealed": SEALED}, SEALED),
     ("snapshot_begin", {"snapshot": "s-1", "chunks": 1, "records": 0, "tombstones": 0,
-                        "sha256": SHA, "revocations": -1},
-     SnapshotManifest("s-1", 1, 0, 0, SHA, -1)),
+                        "sha256": SHA, "revocations": -1, "model": "mobilefacenet"},
+     SnapshotManifest("s-1", 1, 0, 0, SHA, -1, "mobilefacenet")),
     ("snapshot_begin", {"snapshot": EVENT_ID, "chunks": MAX_SNAPSHOT_CHUNKS,
                         "records": 100_000, "tombstones": 7, "sha256": SHA,
-                        "revocations": 2**63 - 1},
-     SnapshotManifest(EVENT_ID, MAX_SNAPSHOT_CHUNKS, 100_000, 7, SHA, 2**63 - 1)),
+                        "revocations": 2**63 - 1, "model": "sface"},
+     SnapshotManifest(EVENT_ID, MAX_SNAPSHOT_CHUNKS, 100_000, 7, SHA, 2**63 - 1, "sface")),
     ("head", {"templates": -1, "revocations": -1}, Head(-1, -1)),
     ("head", {"templates": 12, "revocations": 2**63 - 1}, Head(12, 2**63 - 1)),
     ("snapshot_chunk", {"snapshot": "s-1", "index": 0, "sealed": SEALED},
@@ -161,7 +161,7 @@ def test_the_snapshot_limit_is_the_specs():
 
 REVOKE_ITEM = {"attendee": "att-1", "seq": 1}
 BEGIN = {"snapshot": "s-1", "chunks": 2, "records": 5, "tombstones": 0, "sha256": SHA,
-         "revocations": 3}
+         "revocations": 3, "model": "mobilefacenet"}
 HEAD = {"templates": 4, "revocations": 9}
 CHUNK = {"snapshot": "s-1", "index": 0, "sealed": SEALED}
 EVENT = {"event_id": EVENT_ID, "attendee": "att-1", "gate": GATE, "at": 1_795_000_000_000}
@@ -182,6 +182,13 @@ MALFORMED: list[tuple[str, dict[str, Any], str]] = [
     ("upsert", {"sealed": SEALED, "tombstones": [MARK]}, "upsert: body must be {sealed}"),
     ("upsert", {"templates": MARK}, "upsert: body must be {sealed}"),
     ("snapshot_begin", {}, "snapshot_begin: wrong fields"),
+    ("snapshot_begin", {k: v for k, v in BEGIN.items() if k != "model"},
+     "snapshot_begin: wrong fields"),
+    ("snapshot_begin", {**BEGIN, "model": ""}, "snapshot_begin: bad model"),
+    ("snapshot_begin", {**BEGIN, "model": "x" * 17}, "snapshot_begin: bad model"),
+    ("snapshot_begin", {**BEGIN, "model": "MobileFaceNet"}, "snapshot_begin: bad model"),
+    ("snapshot_begin", {**BEGIN, "model": 7}, "snapshot_begin: bad model"),
+    ("snapshot_begin", {**BEGIN, "model": MARK}, "snapshot_begin: bad model"),
     ("snapshot_begin", {**BEGIN, "extra": MARK}, "snapshot_begin: wrong fields"),
     ("snapshot_begin", {k: v for k, v in BEGIN.items() if k != "sha256"},
      "snapshot_begin: wrong fields"),

@@ -115,7 +115,7 @@ def test_every_message_on_the_broker_is_allowed_and_valid(venue, pipeline, photo
         assert not any(b in payload.decode() for b in raw_b64)
         if kind == "templates":
             assert set(env["body"]) <= {"sealed", "snapshot", "index", "chunks", "records",
-                                        "tombstones", "sha256", "revocations"}
+                                        "tombstones", "sha256", "revocations", "model"}
         if kind == "status":
             assert "att-" not in payload.decode()  # counts only, never an attendee
     assert {"upsert", "snapshot_begin", "snapshot_chunk", "revoke", "event", "receipt",
@@ -385,6 +385,14 @@ def test_central_cli(tmp_path, capsys, photos):
     assert "not empty" in capsys.readouterr().err
     assert main(["init-venue", str(tmp_path / "w"), "--venue", "bad name", "--event", "e",
                  "--gates", "g"]) == 1
+    assert main(["init-venue", str(tmp_path / "x"), "--venue", "hall", "--event", "e",
+                 "--gates", "g", "--embedder", "resnet"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1].startswith(
+        "central: unknown embedder 'resnet' (known: mobilefacenet-int8,")
+    assert main(["init-venue", str(tmp_path / "s"), "--venue", "hall", "--event", "e",
+                 "--gates", "g", "--embedder", "sface-int8"]) == 0
+    assert json.loads((tmp_path / "s" / "venue.json").read_text())["embedder"] == {
+        "name": "sface-int8", "model": "sface"}
     assert main(["revoke", str(tmp_path / "missing"), "a1"]) == 1
     with tb.Broker(out) as broker:
         code = main(["enrol", str(out), "--port", str(broker.port), "att-1",

@@ -9,11 +9,13 @@ import numpy.typing as npt
 import pytest
 
 from gate.errors import EvalError
+from gate.eval import degrade
 from gate.eval.metrics import (
     balanced_accuracy,
     best_threshold_accuracy,
     kfold_accuracy,
     openset,
+    openset_points,
     roc_auc,
     subject_folds,
     tar_at_far,
@@ -283,8 +285,9 @@ def test_openset_hand_computed() -> None:
         [0, 0, 0.4, math.sqrt(1 - 0.16)],   # c at .4: correct but weak
         [0.8, 0, 0.6, 0],                   # is c, but a wins at .8: wrong
     ], dtype=np.float32)
+    # events=1: the arithmetic of the threshold, not the sample size rule (tested below).
     result = openset(gallery, gallery_ids, mated, ["a", "b", "c", "c"], NONMATED,
-                     fpirs=[0.1, 0.3, 0.01])
+                     fpirs=[0.1, 0.3, 0.01], events=1)
     assert (result.gallery_size, result.mated, result.nonmated) == (3, 4, 10)
     assert result.rank1 == pytest.approx(0.75)
     assert result.margin == 0.0
@@ -302,13 +305,27 @@ def test_openset_hand_computed() -> None:
     assert (at_1.fpir, at_1.resolvable, at_1.threshold, at_1.fnir) == (0.01, False, None, None)
 
 
+def test_an_fpir_needs_ten_distinct_strangers_per_false_positive_it_allows() -> None:
+    gallery = np.array([E1, E2], dtype=np.float32)
+    strangers = np.tile(np.array(_unit(1, 1, 0, 1), dtype=np.float32), (100, 1))
+    r = openset(gallery, [1, 2], np.array([E1]), [1], strangers, fpirs=[0.1, 0.2])
+    assert [p.resolvable for p in r.points] == [True, True]
+    r = openset(gallery, [1, 2], np.array([E1]), [1], strangers[:99], fpirs=[0.1, 0.2])
+    assert [p.resolvable for p in r.points] == [False, True]
+    # Pooled galleries: the same 100 images searched ten times are still 100 strangers.
+    pooled = openset_points([True], [0.9], [0.1], np.zeros(1000), np.zeros(1000),
+                            fpirs=[0.01, 0.1], gallery_size=2, distinct_nonmated=100)
+    assert [p.resolvable for p in pooled.points] == [False, True]
+    assert pooled.distinct_nonmated == 100 and pooled.nonmated == 1000
+
+
 def test_openset_margin_uses_second_distinct_identity() -> None:
     # Two rows of "a" both score high; the runner-up *identity* is b, far below, so a
     # margin of 0.2 keeps the candidate. Counting a's second row would drop it.
     gallery = np.array([E1, _unit(0.8, 0.6, 0, 0), E2], dtype=np.float32)
     probe = np.array([_unit(0.9, math.sqrt(1 - 0.81), 0, 0)], dtype=np.float32)
     result = openset(gallery, ["a", "a", "b"], probe, ["a"], NONMATED,
-                     fpirs=[0.1], margin=0.2)
+                     fpirs=[0.1], margin=0.2, events=1)
     assert result.rank1 == 1.0
     assert result.points[0].fnir == 0.0
 
@@ -319,18 +336,19 @@ def test_openset_margin_suppresses_ambiguous_probes() -> None:
     ambiguous = np.array([_unit(0.72, 0.69, 0, 0)], dtype=np.float32)
     # Non-mated probes equidistant from a and b never return a candidate either.
     nonmated = np.tile(np.array(_unit(1, 1, 0, 1), dtype=np.float32), (10, 1))
-    result = openset(gallery, [1, 2], ambiguous, [1], nonmated, fpirs=[0.1], margin=0.1)
+    result = openset(gallery, [1, 2], ambiguous, [1], nonmated, fpirs=[0.1], margin=0.1,
+                     events=1)
     assert result.rank1 == 1.0  # rank-1 ignores the margin
     point = result.points[0]
     assert point.threshold == -math.inf  # the margin alone keeps FPIR at 0
     assert point.fnir == 1.0
-    plain = openset(gallery, [1, 2], ambiguous, [1], nonmated, fpirs=[0.1])
+    plain = openset(gallery, [1, 2], ambiguous, [1], nonmated, fpirs=[0.1], events=1)
     assert plain.points[0].fnir == 0.0
 
 
 def test_openset_single_identity_gallery() -> None:
     result = openset(np.array([E1]), ["a"], np.array([E1]), ["a"], NONMATED,
-                     fpirs=[0.1], margin=0.5)
+                     fpirs=[0.1], margin=0.5, events=1)
     assert result.rank1 == 1.0
     assert result.points[0].fnir == 0.0
 
@@ -347,7 +365,8 @@ def test_openset_fpir_is_strict() -> None:
     gallery = rows(12)
     ids = np.arange(12) % 6
     nonmated = rows(300)
-    result = openset(gallery, ids, gallery[:6], ids[:6], nonmated, fpirs=[0.01, 0.1, 0.5])
+    result = openset(gallery, ids, gallery[:6], ids[:6], nonmated, fpirs=[0.01, 0.1, 0.5],
+                     events=1)
     best = np.max(nonmated.astype(np.float64) @ gallery.astype(np.float64).T, axis=1)
     for point in result.points:
         assert point.threshold is not None
@@ -379,3 +398,15 @@ def test_openset_bad_input(key: str, value: object, message: str) -> None:
     args[key] = value
     with pytest.raises(EvalError, match=message):
         openset(**args)  # type: ignore[arg-type]
+
+
+def test_the_mask_covers_nose_to_chin_and_leaves_the_eyes() -> None:
+    image = np.full((200, 200, 3), 90, np.uint8)
+    # right eye, left eye, nose tip, mouth, right ear, left ear (BlazeFace order)
+    kp = np.array([[80, 80], [120, 80], [100, 105], [100, 125], [60, 90], [140, 90]], float)
+    masked = degrade.occlude_lower_face(image, kp)
+    assert (image == 90).all()  # the input is left alone
+    assert (masked[120, 100] != 90).all() and (masked[140, 100] != 90).all()
+    assert (masked[80, 80] == 90).all() and (masked[80, 120] == 90).all()
+    with pytest.raises(ValueError, match="unknown occluder"):
+        degrade.occlude_lower_face(image, kp, "scarf")

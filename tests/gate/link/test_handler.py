@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gate.link.handler import MessageHandler
 from gate.match.decision import Outcome
 from sync import messages, payloads
-from sync.templates import Enrolment
+from sync.templates import SFACE, Enrolment
 from tests.linkrig import GATE, PEER, VENUE, Central, Rig
-from tests.support import DAY, Clock, protector, random_unit
+from tests.support import DAY, Clock, protector, random_unit, unit
 
 
 @pytest.fixture
@@ -118,12 +118,36 @@ def test_a_snapshot_replaces_the_cache_after_its_manifest_checks(rig):
     digest = hashlib.sha256(plain).hexdigest()
     rig.send(*rig.central.message("templates", "snapshot_begin", {
         "snapshot": "s1", "chunks": 1, "records": 2, "tombstones": 0, "sha256": digest,
-        "revocations": -1}))
+        "revocations": -1, "model": "mobilefacenet"}))
     seq, sealed = rig.central.sealed("templates", plain)
     rig.send(*rig.central.message("templates", "snapshot_chunk",
                                   {"snapshot": "s1", "index": 0, "sealed": sealed}, seq=seq))
     assert sorted(a for a in FACES if a in rig.cache) == ["att-2", "att-3"]
     assert not rig.handler.resync_needed
+
+
+def test_templates_of_another_model_are_refused_in_one_line_until_central_agrees(rig):
+    rig.upsert([enrolment("att-0", 1, rig.clock)])
+    version = rig.cache.version
+    # A snapshot announced for SFace templates, to a MobileFaceNet gate.
+    rig.send(*rig.central.message("templates", "snapshot_begin", {
+        "snapshot": "s1", "chunks": 1, "records": 1, "tombstones": 0, "sha256": "0" * 64,
+        "revocations": -1, "model": "sface"}))
+    expected = ("templates are for model 'sface', this end runs 'mobilefacenet': "
+                "configure the same embedder at both ends")
+    assert rig.handler.model_mismatch == expected
+    # An upsert sealed with SFace's payload layout: refused the same way, nothing applied.
+    sface = [Enrolment("att-2", 5, int(rig.clock()) + 86400,
+                       unit(np.ones((1, SFACE.dim), np.float32)))]
+    seq, sealed = rig.central.sealed("templates", payloads.encode(sface, model=SFACE))
+    rig.send(*rig.central.message("templates", "upsert", {"sealed": sealed}, seq=seq))
+    assert sum(n for k, n in rig.handler.rejected.items()
+               if k.startswith("templates are for model 'sface'")) == 2
+    assert rig.cache.version == version and "att-2" not in rig.cache
+    assert "att-0" in rig.cache  # what the gate had stays
+    # Central configured right again: the next templates apply and the line goes away.
+    rig.upsert([enrolment("att-3", 6, rig.clock)])
+    assert "att-3" in rig.cache and rig.handler.model_mismatch == ""
 
 
 def test_another_gates_entry_is_recorded_for_anti_passback(rig):

@@ -75,7 +75,7 @@ def header_end(path: Path) -> int:
     """Offset of the head slots in a snapshot file (the end of its header)."""
     data = path.read_bytes()
     at = cachefile._FIXED.size
-    for _ in range(3):
+    for _ in range(cachefile.HEADER_FIELDS):
         (size,) = struct.unpack_from("<H", data, at)
         at += 2 + size
     return at

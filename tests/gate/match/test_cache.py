@@ -75,18 +75,20 @@ def test_file_holds_no_plaintext_template(store, tmp_path):
 
 def _regions(path: Path) -> dict[str, int]:
     raw = path.read_bytes()
-    header_end = cachefile._FIXED.size + sum(2 + len(f.encode()) for f in
-                                             ("venue-1", "event-1", "gate-1"))
+    fields = ("venue-1", "event-1", "gate-1", "mobilefacenet")
+    header_end = cachefile._FIXED.size + sum(2 + len(f.encode()) for f in fields)
     assert header_end == faults.header_end(path)
     return {"magic": 0, "format": 4, "flags": 6, "version field": 8, "nonce prefix": 44,
             "journal id": 50, "previous journal id": 70, "stream seqs": 84,
-            "binding": header_end - 3, "ciphertext": header_end + head.SIZE + 100,
+            "binding": header_end - 20, "model id": header_end - 3,
+            "ciphertext": header_end + head.SIZE + 100,
             "tag": len(raw) - 5}
 
 
 @pytest.mark.parametrize("region", ["magic", "format", "flags", "version field",
                                     "nonce prefix", "journal id", "previous journal id",
-                                    "stream seqs", "binding", "ciphertext", "tag"])
+                                    "stream seqs", "binding", "model id", "ciphertext",
+                                    "tag"])
 def test_a_flipped_bit_anywhere_fails_closed_and_changes_nothing(store, tmp_path, make_store,
                                                                  region):
     path = tmp_path / "state" / CACHE_FILE
@@ -396,7 +398,8 @@ def test_a_journal_left_over_from_a_compaction_is_ignored(store, tmp_path, make_
 def test_templates_from_config_read_credentials_and_refuse_without_keys(tmp_path,
                                                                         monkeypatch):
     cfg = from_dict({"cache": {"dir": str(tmp_path / "state")},
-                     "gate": {"id": "lane-3", "venue": "arena", "event": "final"}})
+                     "gate": {"id": "lane-3", "venue": "arena", "event": "final"},
+                     "models": {"embedder": "mobilefacenet-int8"}})
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     with pytest.raises(KeyMaterialError, match="cache-key"):
         open_templates(cfg)
@@ -413,9 +416,10 @@ def test_templates_from_config_read_credentials_and_refuse_without_keys(tmp_path
         t.cache.upsert([enrol("att-001")])  # templates protected with the tests' key
         assert t.matcher.identify(probe("att-001")).attendee == "att-001"
         # The default policy: calibrated threshold for FPIR 1e-3 at the cache's size.
-        assert t.matcher.threshold == CALIBRATIONS["int8"].threshold_for(1e-3, 1)[0]
+        cal = CALIBRATIONS["mobilefacenet-int8"]
+        assert t.matcher.threshold == cal.threshold_for(1e-3, 1)[0]
         t.cache.upsert([enrol(n, seq=2) for n in PEOPLE])
-        assert t.matcher.threshold == CALIBRATIONS["int8"].threshold_for(1e-3, len(PEOPLE))[0]
+        assert t.matcher.threshold == cal.threshold_for(1e-3, len(PEOPLE))[0]
     finally:
         t.close()
 

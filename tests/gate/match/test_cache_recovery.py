@@ -102,16 +102,33 @@ def test_a_verified_snapshot_sets_a_directory_aside_and_recovers(state, make_sto
 # --- older formats -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [CACHE_FILE, JOURNAL_FILE])
-def test_files_of_an_older_format_ask_for_a_resync(state, make_store, ledger: Ledger, name):
+@pytest.mark.parametrize(("name", "fmt"), [(CACHE_FILE, 1), (CACHE_FILE, 2), (JOURNAL_FILE, 1)])
+def test_files_of_an_older_format_ask_for_a_resync(state, make_store, ledger: Ledger, name,
+                                                   fmt):
     path = state / name
     data = bytearray(path.read_bytes())
-    struct.pack_into("<H", data, 4, 1)  # format 1, as the previous firmware wrote
+    struct.pack_into("<H", data, 4, fmt)  # as an earlier firmware wrote
     path.write_bytes(bytes(data))
     with ledger.case(CLASS):
         reason = invalid_untouched(make_store, state)
-        assert reason == f"{name}: format 1 of an older firmware; re-sync needed"
-    assert cachefile.FORMAT == journal.FORMAT == 2
+        assert reason == f"{name}: format {fmt} of an older firmware; re-sync needed"
+    # Format 3 of the cache names its template model; the journal is unchanged.
+    assert (cachefile.FORMAT, journal.FORMAT) == (3, 2)
+
+
+def test_a_cache_of_another_template_model_asks_for_a_resync(state, make_store,
+                                                             ledger: Ledger):
+    """The embedder was changed in the config: the templates on disk live in the other
+    model's space and must not be matched against; the files stay as they were."""
+    before = faults.files(state)
+    with ledger.case(CLASS):
+        t = make_store(state, embedder="sface-int8")
+        st = t.cache.load()
+        assert st.state == "invalid" and st.needs_resync
+        assert st.reason == ("templates.cache: holds 'mobilefacenet' templates, the configured "
+                             "embedder makes 'sface' ones; re-sync needed")
+        assert faults.files(state) == before
+    assert make_store(state).cache.load().attendees == 8  # the right model opens it again
 
 
 # --- the way out of invalid, and what it keeps -----------------------------------------------
