@@ -45,14 +45,14 @@ from central import atrest
 from central.errors import EnrolmentError, VenueExistsError, VenueNameError
 from sync.enrolment import enrolment_message
 from sync.protect import event_key
-from sync.templates import MOBILEFACENET
+from sync.templates import SFACE
 from sync.templates import model as template_model
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 RESERVED = frozenset({"admin", "central"})
 #: The gates' default ``[models] embedder`` and the template model it produces.
-DEFAULT_EMBEDDER = "mobilefacenet-int8"
-DEFAULT_MODEL = MOBILEFACENET.id
+DEFAULT_EMBEDDER = "sface-int8"
+DEFAULT_MODEL = SFACE.id
 _SKEW = dt.timedelta(minutes=5)  # not-before in the past: a gate's clock may lag a little
 _RAW = (serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
         serialization.NoEncryption())

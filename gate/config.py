@@ -226,9 +226,11 @@ class ModelsConfig:
 
     dir: str = field(default_factory=_default_models_dir)
     detector: str = option("blazeface", choices=tuple(DETECTORS))
-    embedder: str = option("mobilefacenet-int8", choices=EMBEDDER_NAMES,
-                           doc="model and variant (gate/match/embedders.py); int8 and "
-                               "float are MobileFaceNet's, as earlier configs named them")
+    embedder: str = option("sface-int8", choices=EMBEDDER_NAMES,
+                           doc="model and variant (gate/match/embedders.py): sface-int8 "
+                               "(default, measured best on lfw-dev), sface-float, "
+                               "mobilefacenet-int8, mobilefacenet-float; int8 and float "
+                               "are MobileFaceNet's, as earlier configs named them")
     runtime: str = option("auto", choices=("auto", *BACKENDS))
     threads: int = option(2, lo=1, hi=16)
 

@@ -19,7 +19,6 @@ import numpy as np
 from sync.errors import ModelMismatchError, ProtocolError
 from sync.templates import (
     MAX_TEMPLATES,
-    MOBILEFACENET,
     RECORD,
     TOMBSTONE,
     Array,
@@ -33,7 +32,7 @@ _MAGIC = b"SNC2"
 
 
 def encode(enrolments: Sequence[Enrolment], tombstones: Sequence[tuple[str, int, int]] = (),
-           *, model: TemplateModel = MOBILEFACENET) -> bytearray:
+           *, model: TemplateModel) -> bytearray:
     """Serialise enrolments (and tombstones) for sealing (zero the result after use)."""
     dim = model.dim
     records = np.zeros(len(enrolments), RECORD)
@@ -58,7 +57,7 @@ def encode(enrolments: Sequence[Enrolment], tombstones: Sequence[tuple[str, int,
 
 
 def decode_arrays(buf: bytes | bytearray, *, copy: bool = False,
-                  model: TemplateModel = MOBILEFACENET) -> tuple[Array, Array, Array]:
+                  model: TemplateModel) -> tuple[Array, Array, Array]:
     """(records, vectors, tombstones) arrays of a decrypted payload.
 
     Views of ``buf`` unless ``copy``; malformed contents raise ProtocolError.
@@ -92,7 +91,7 @@ def decode_arrays(buf: bytes | bytearray, *, copy: bool = False,
     return records, vectors, tombs
 
 
-def decode(buf: bytes | bytearray, *, model: TemplateModel = MOBILEFACENET
+def decode(buf: bytes | bytearray, *, model: TemplateModel
            ) -> tuple[list[Enrolment], list[Tombstone]]:
     """Enrolments and tombstones of a decrypted payload (templates are copies)."""
     records, vectors, tombs = decode_arrays(buf, model=model)

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from sync.errors import TemplateKeyError
-from sync.templates import MOBILEFACENET, Array
+from sync.templates import Array
 
 _INFO = "facepass/v1/template/{venue}/{event}"
 _SALT = b"facepass template protection v1"
@@ -55,7 +55,7 @@ def event_key(protection_secret: bytes, venue: str, event: str) -> bytes:
 class Protector:
     """Applies one event's rotation. ``protect`` on probes and enrolment alike."""
 
-    def __init__(self, key: bytes, *, dim: int = MOBILEFACENET.dim) -> None:
+    def __init__(self, key: bytes, *, dim: int) -> None:
         if len(key) != 32:
             raise TemplateKeyError("template protection key must be 32 bytes")
         seed = np.frombuffer(hashlib.sha256(b"rotation" + key).digest(), np.uint32)

@@ -72,26 +72,26 @@ def config(models_dir: Path) -> Config:
 
 @pytest.fixture(scope="session")
 def pipeline(config: Config) -> FacePipeline:
-    """The default pipeline (int8 embedder, face-mesh alignment, no flip averaging)."""
+    """The default pipeline (SFace int8, face-mesh alignment, no flip averaging)."""
     return FacePipeline.from_config(config)
 
 
 @pytest.fixture(scope="session")
 def pipeline_float(config: Config) -> FacePipeline:
-    """The same pipeline with the float embedder."""
-    return FacePipeline.from_config(config, embedder="float")
-
-
-@pytest.fixture(scope="session")
-def pipeline_sface(config: Config) -> FacePipeline:
-    """The pipeline with SFace, int8."""
-    return FacePipeline.from_config(config, embedder="sface-int8")
-
-
-@pytest.fixture(scope="session")
-def pipeline_sface_float(config: Config) -> FacePipeline:
-    """The pipeline with SFace, float."""
+    """The same pipeline with the default model's float variant."""
     return FacePipeline.from_config(config, embedder="sface-float")
+
+
+@pytest.fixture(scope="session")
+def pipeline_mfn(config: Config) -> FacePipeline:
+    """The pipeline with MobileFaceNet, int8 (the light option)."""
+    return FacePipeline.from_config(config, embedder="mobilefacenet-int8")
+
+
+@pytest.fixture(scope="session")
+def pipeline_mfn_float(config: Config) -> FacePipeline:
+    """The pipeline with MobileFaceNet, float."""
+    return FacePipeline.from_config(config, embedder="mobilefacenet-float")
 
 
 @pytest.fixture(scope="session")

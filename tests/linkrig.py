@@ -16,7 +16,7 @@ from gate.templates import Templates
 from sync import messages, payloads
 from sync.seal import seal
 from sync.templates import Enrolment
-from tests.support import Clock
+from tests.support import MODEL, Clock
 
 VENUE, GATE, PEER = "venue-1", "gate-1", "gate-2"
 
@@ -80,6 +80,6 @@ class Rig:
         self.handler.message(topic, payload)
 
     def upsert(self, enrolments: list[Enrolment]) -> None:
-        plain = payloads.encode(enrolments)
+        plain = payloads.encode(enrolments, model=MODEL)
         seq, sealed = self.central.sealed("templates", plain)
         self.send(*self.central.message("templates", "upsert", {"sealed": sealed}, seq=seq))

@@ -8,18 +8,21 @@ factory, with the event's transform built once per key for the whole session.
 from __future__ import annotations
 
 import functools
+import importlib
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from gate.config import Config, from_dict
 from gate.credentials import Key
+from gate.match.embedders import embedder_spec
 from gate.templates import TemplateKeys, Templates, open_templates
 from sync.protect import Protector
-from sync.templates import MOBILEFACENET
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
@@ -27,11 +30,22 @@ PHOTOS = ROOT / "build" / "testdata" / "face_recognition"
 PORTRAITS = ROOT / "build" / "calibration" / "radar"
 FACES94 = ROOT.parent / "shared" / "datasets" / "faces94-female"
 
-DIM = MOBILEFACENET.dim
+#: The default embedder's template model: synthetic templates live in its space.
+MODEL = embedder_spec(from_dict({}).models.embedder).model
+DIM = MODEL.dim
 DAY = 86400
 #: The cache key and the event's template key the tests' gates use.
 KEK = bytes(range(100, 132))
 TKEY = bytes(range(32))
+
+
+def tool(name: str) -> ModuleType:
+    """A script of ``tools/`` (not a package: imported from its directory)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
 
 
 def unit(x: Any) -> np.ndarray:
@@ -58,7 +72,7 @@ class Clock:
 @functools.cache
 def protector(key: bytes = TKEY) -> Protector:
     """The event transform of ``key``, built once per session (a QR decomposition)."""
-    return Protector(key)
+    return Protector(key, dim=DIM)
 
 
 def store_config(*, venue: str = "venue-1", event: str = "event-1", gate: str = "gate-1",

@@ -116,11 +116,13 @@ def format_report(r: dict[str, Any]) -> str:
     lines = [f"{r['frames']} photos fitted into {r['frame_fit']} frames, {r['repeat']} runs "
              f"each; JPEG decode of the original files {r['decode_ms_p50']:.1f} ms p50 "
              "(a camera delivers raw frames: not part of the gate's path)"]
-    head = f"{'model':<6}{'thr':>4}  " + "".join(f"{s:>16}" for s in (*STAGES, "total"))
-    lines += [head, " " * 12 + "".join(f"{'p50 / p95 ms':>16}" for _ in (*STAGES, "total"))]
+    width = max([5, *(len(row["model"]) for row in r["rows"])])
+    head = f"{'model':<{width}}{'thr':>4}  " + "".join(f"{s:>16}" for s in (*STAGES, "total"))
+    lines += [head, " " * (width + 6) + "".join(f"{'p50 / p95 ms':>16}"
+                                                for _ in (*STAGES, "total"))]
     for row in r["rows"]:
         cells = [row["stages"].get(s) for s in STAGES] + [row["total"]]
-        lines.append(f"{row['model']:<6}{row['threads']:>4}  " + "".join(
+        lines.append(f"{row['model']:<{width}}{row['threads']:>4}  " + "".join(
             f"{c['p50']:>8.2f} / {c['p95']:<5.2f}" if c else f"{'-':>16}" for c in cells))
     flip = r["rows"][0]["flip_average"] if r["rows"] else False
     lines.append(f"runtime {r['rows'][0]['runtime'] if r['rows'] else '?'}; flip averaging "

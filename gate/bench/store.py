@@ -97,7 +97,7 @@ def run(sizes: Sequence[int], probes: int, directory: Path, kek: Key,
         tkey: bytes) -> dict[str, Any]:
     """Search times at each size; leaves the largest cache in ``directory``."""
     rng = np.random.default_rng(0)
-    protector = Protector(tkey)
+    protector = Protector(tkey, dim=DIM)
     rows = []
     for n in sizes:
         here = directory if n == max(sizes) else directory.with_name(f"{directory.name}-{n}")
@@ -129,7 +129,8 @@ def load_and_change(directory: Path, kek: Key, tkey: bytes, ops: int) -> dict[st
         "rss_mb": _rss_mb(),
         "file_mb": (directory / "templates.cache").stat().st_size / 2**20}}
     raw = np.load(directory.with_name("raw.npy"))
-    report["changes"] = _changes(store, raw, np.random.default_rng(1), Protector(tkey), ops)
+    report["changes"] = _changes(store, raw, np.random.default_rng(1),
+                                 Protector(tkey, dim=DIM), ops)
     report["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return report
 

@@ -59,7 +59,6 @@ from gate.match.pending import MAX_WAITING_BYTES, wipe_all
 from gate.match.state import State
 from gate.match.store import Store
 from sync.templates import (
-    MOBILEFACENET,
     RECORD,
     TOMBSTONE,
     Array,
@@ -128,7 +127,7 @@ class TemplateCache:
     """
 
     def __init__(self, directory: Path, *, kek: Key, binding: cachefile.Binding,
-                 model: TemplateModel = MOBILEFACENET,
+                 model: TemplateModel,
                  clock: Callable[[], float] = time.time, max_valid_days: int = 400,
                  coarse_min: int = 20_000, threads: int = 1) -> None:
         self.directory = Path(directory)

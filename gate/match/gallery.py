@@ -29,7 +29,7 @@ from gate.inference import Model
 from gate.inference.fc_model import build_int8_fc
 from gate.match.decision import Candidates
 from gate.types import Array
-from sync.templates import MAX_TEMPLATES, MOBILEFACENET
+from sync.templates import MAX_TEMPLATES
 
 #: Rows taken from the coarse pass for exact scoring.
 COARSE_K = 32
@@ -84,7 +84,7 @@ class _Coarse:
 class Gallery:
     """Rows of protected templates with their owners; exact 1:N search."""
 
-    def __init__(self, *, dim: int = MOBILEFACENET.dim, coarse_min: int = 20_000,
+    def __init__(self, *, dim: int, coarse_min: int = 20_000,
                  threads: int = 1) -> None:
         self.dim = dim
         self.coarse_min = coarse_min

@@ -27,7 +27,7 @@ from gate.errors import CacheError
 from gate.match import cachefile, changes
 from gate.match.erase import ERASE_ORDER, set_aside
 from gate.match.store import Loaded, Store
-from sync.templates import MOBILEFACENET, TemplateModel
+from sync.templates import model as template_model
 
 #: The cache's files (in :func:`gate.match.erase.erase` order: data key first).
 FILES = ERASE_ORDER
@@ -73,13 +73,14 @@ def disk_usage(directory: Path) -> dict[str, int]:
 
 
 def inspect(directory: Path, kek: Key | None, binding: cachefile.Binding, *, now: float,
-            key_source: str = "", locked_reason: str = "",
-            model: TemplateModel = MOBILEFACENET) -> CacheInfo:
+            key_source: str = "", locked_reason: str = "") -> CacheInfo:
     """Read the cache in ``directory`` without changing any file.
 
     ``kek`` is the cache key, or None when it is not available here (``locked_reason``
-    says why); ``now`` decides what has expired; ``model`` gives the template dimension.
+    says why); ``now`` decides what has expired; the binding's template model gives the
+    template dimension (a file of another model is refused by its header).
     """
+    model = template_model(binding.model)
     directory = Path(directory)
     files = disk_usage(directory)
     if not files:

@@ -58,9 +58,13 @@ def venue_facts(venue_dir: Path) -> dict[str, Any]:
 
 def gate_config(venue_dir: Path, gate: str, state_dir: Path, *, fixed_threshold: float = 0.0,
                 coarse_min: int = 20_000) -> Config:
-    """The config such a gate would have (identity, cache directory, match settings)."""
+    """The config such a gate would have (identity, the venue's embedder, cache directory,
+    match settings)."""
     info = venue_facts(venue_dir)
+    # Venues made before the embedder was recorded used MobileFaceNet.
+    embedder = (info.get("embedder") or {}).get("name", "mobilefacenet-int8")
     return from_dict({"gate": {"id": gate, "venue": info["venue"], "event": info["event"]},
+                      "models": {"embedder": embedder},
                       "cache": {"dir": str(state_dir)},
                       "match": {"threshold": fixed_threshold, "coarse_min": coarse_min}})
 

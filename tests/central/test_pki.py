@@ -107,7 +107,7 @@ def test_venue_json_publishes_the_matching_public_keys(venue):
     assert facts["venue"] == VENUE and facts["event"] == EVENT
     assert facts["broker"] == {"host": "localhost", "port": 8883}
     assert facts["central"]["kid"] == "central-1"
-    assert facts["embedder"] == {"name": "mobilefacenet-int8", "model": "mobilefacenet"}
+    assert facts["embedder"] == {"name": DEFAULT_EMBEDDER, "model": DEFAULT_MODEL}
     raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
 
     def pub(key: ed25519.Ed25519PrivateKey | x25519.X25519PrivateKey) -> str:
@@ -332,9 +332,11 @@ def test_a_gate_cannot_publish_on_another_gates_topics(clients):
 
 
 def test_a_client_without_a_certificate_cannot_connect(venue, broker):
+    # The client waits the default 10 s: on a loaded machine a 3 s client gave up before
+    # the broker had refused it, and the broker then logged the hang-up, not the reason.
     with pytest.raises(BrokerError):
         open_client(broker.host, broker.port, client_id="nocert",
-                    ca_certs=venue / "ca" / "ca.crt", timeout=3)
+                    ca_certs=venue / "ca" / "ca.crt")
     # Mosquitto may log the refusal a moment after the client has seen it.
     wait_for(lambda: "peer did not return a certificate" in broker.log_tail(),
              what="the broker's log line for the refused client")
@@ -347,7 +349,7 @@ def test_a_certificate_of_another_ca_cannot_connect(venue, broker, tmp_path):
     crt, key = identity_files(other, "gate-1")
     with pytest.raises(BrokerError):
         open_client(broker.host, broker.port, client_id="impostor",
-                    ca_certs=venue / "ca" / "ca.crt", certfile=crt, keyfile=key, timeout=3)
+                    ca_certs=venue / "ca" / "ca.crt", certfile=crt, keyfile=key)
     wait_for(lambda: "certificate verify failed" in broker.log_tail(),
              what="the broker's log line for the refused certificate")
 

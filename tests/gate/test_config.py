@@ -12,7 +12,7 @@ from tests.support import ROOT
 def test_defaults_are_valid():
     cfg = from_dict({})
     assert isinstance(cfg, Config)
-    assert cfg.models.embedder == "mobilefacenet-int8" and cfg.models.threads == 2
+    assert cfg.models.embedder == "sface-int8" and cfg.models.threads == 2
     assert cfg.models.detector == "blazeface"
     assert cfg.detect.landmarks and cfg.quality.min_interocular_px == 28.0
 

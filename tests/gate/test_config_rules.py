@@ -262,7 +262,7 @@ def test_threshold_errors_reach_config_check_with_the_range(tmp_path, capsys, le
     f.write_text("[match]\nthreshold = 0.01\n")
     with ledger.case(CLASS):
         assert main(["config", "check", str(f)]) == EXIT_CONFIG
-        lo, hi = calibrated_range("int8")
+        lo, hi = calibrated_range(from_dict({}).models.embedder)
         line = capsys.readouterr().out.splitlines()[0]
         assert line.startswith("✗ match.threshold: 0.01 is below the calibrated range") and \
             f"{lo:g}–{hi:g}" in line

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ import gate.inference.tflite as tflite_backend
 from gate.errors import ModelError, ModelHashError, ModelMissingError, RuntimeBackendError
 from gate.inference import Model
 from gate.models import manifest, read_verified
-from tests.support import ROOT
+from tests.support import ROOT, tool
 
 
 def test_manifest_pins_every_role_with_provenance():
@@ -122,7 +120,7 @@ def test_int8_weights_really_are_int8_and_file_is_small(models_dir):
 
 
 @pytest.mark.parametrize("pair", [("pipeline", "pipeline_float"),
-                                  ("pipeline_sface", "pipeline_sface_float")])
+                                  ("pipeline_mfn", "pipeline_mfn_float")])
 def test_int8_embeddings_track_float(photo, request, pair):
     int8, flt = (request.getfixturevalue(p) for p in pair)
     for name in ("obama.jpg", "obama3.jpg", "biden.jpg"):
@@ -185,12 +183,7 @@ def test_unknown_backend_is_refused(models_dir):
 
 
 def test_build_script_check_mode_reports_problems(tmp_path):
-    # tools/ is not a package: the build script is imported from its directory.
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        build_models = importlib.import_module("build_models")
-    finally:
-        sys.path.pop(0)
+    build_models = tool("build_models")
     manifest = build_models.load_manifest(ROOT / "gate" / "model_manifest.json")
     problems = build_models.check(tmp_path, manifest)
     assert len(problems) == len(manifest["files"]) == 9

@@ -27,8 +27,8 @@ def _embed(pipeline: FacePipeline, image: np.ndarray) -> np.ndarray:
     return emb
 
 
-@pytest.mark.parametrize("which", ["pipeline", "pipeline_float", "pipeline_sface",
-                                   "pipeline_sface_float"])
+@pytest.mark.parametrize("which", ["pipeline", "pipeline_float", "pipeline_mfn",
+                                   "pipeline_mfn_float"])
 def test_obama_matches_obama_and_biden_matches_no_one(which, request, photo):
     pipeline = request.getfixturevalue(which)
     # Each embedder's own calibrated threshold (FPIR 1e-3 with 100 enrolled).

@@ -17,7 +17,7 @@ from sync.errors import ModelMismatchError, ProtocolError
 from sync.messages import uuid7
 from sync.seal import open_sealed, seal
 from sync.templates import MOBILEFACENET, SFACE, Enrolment
-from tests.support import DIM, unit
+from tests.support import DIM, MODEL, unit
 
 KEY = Ed25519PrivateKey.generate()
 KEYS = {"central-1": KEY.public_key()}
@@ -111,8 +111,8 @@ def _enrolments(n: int) -> list[Enrolment]:
 
 def test_payload_round_trip_with_tombstones():
     es = _enrolments(7)
-    buf = payloads.encode(es, [("gone-1", 4, 1_900_000_000)])
-    back, tombs = payloads.decode(buf)
+    buf = payloads.encode(es, [("gone-1", 4, 1_900_000_000)], model=MODEL)
+    back, tombs = payloads.decode(buf, model=MODEL)
     assert [e.attendee for e in back] == [e.attendee for e in es]
     for a, b in zip(back, es, strict=True):
         np.testing.assert_array_equal(a.templates, b.templates)
@@ -123,9 +123,10 @@ def test_payload_round_trip_with_tombstones():
 @given(st.binary(max_size=5000))
 def test_fuzz_payload_decoder(data):
     with contextlib.suppress(ProtocolError):
-        payloads.decode(b"SNC2" + data)
+        payloads.decode(b"SNC2" + data, model=MODEL)
     with contextlib.suppress(ProtocolError):
-        payloads.decode(b"SNC2" + data[:8] + b"mobilefacenet".ljust(16, b"\0") + data[8:])
+        payloads.decode(b"SNC2" + data[:8] + MODEL.id.encode().ljust(16, b"\0") + data[8:],
+                        model=MODEL)
 
 
 def test_a_payload_names_its_model_and_another_model_refuses_it_in_one_line():
@@ -141,14 +142,14 @@ def test_a_payload_names_its_model_and_another_model_refuses_it_in_one_line():
 
 
 def test_truncated_payload_is_refused():
-    buf = payloads.encode(_enrolments(3))
+    buf = payloads.encode(_enrolments(3), model=MODEL)
     for cut in (3, 12, 50, len(buf) - 1):
         with pytest.raises(ProtocolError):
-            payloads.decode(buf[:cut])
+            payloads.decode(buf[:cut], model=MODEL)
 
 
 def test_sealed_only_opens_for_its_gate_topic_and_seq():
-    plain = payloads.encode(_enrolments(2))
+    plain = payloads.encode(_enrolments(2), model=MODEL)
     box = seal(plain, GATE_KEY.public_key(), topic=TOPIC, seq=3, gate="lane-1")
     assert bytes(open_sealed(box, GATE_KEY, topic=TOPIC, seq=3, gate="lane-1")) == bytes(plain)
     assert plain[-64:] not in json.dumps(box).encode()

@@ -27,21 +27,21 @@ def test_short_secret_or_key_is_refused():
     with pytest.raises(TemplateKeyError, match="at least 32 bytes"):
         event_key(b"short", "v", "e")
     with pytest.raises(TemplateKeyError, match="32 bytes"):
-        Protector(b"x" * 31)
+        Protector(b"x" * 31, dim=DIM)
 
 
 def test_rotation_is_orthogonal_and_the_same_on_every_construction():
     key = event_key(SECRET, "v", "e")
-    r = Protector(key).matrix.astype(np.float64)
+    r = Protector(key, dim=DIM).matrix.astype(np.float64)
     np.testing.assert_allclose(r @ r.T, np.eye(DIM), atol=1e-5)
-    np.testing.assert_array_equal(r, Protector(key).matrix)
+    np.testing.assert_array_equal(r, Protector(key, dim=DIM).matrix)
     assert np.abs(r - np.eye(DIM)).max() > 0.1  # not the identity
 
 
 def test_cosine_is_preserved_to_float_precision():
     rng = np.random.default_rng(0)
     x = unit(rng.standard_normal((200, DIM)))
-    p = Protector(event_key(SECRET, "v", "e"))
+    p = Protector(event_key(SECRET, "v", "e"), dim=DIM)
     y = p.protect(x)
     np.testing.assert_allclose(y @ y.T, x @ x.T, atol=2e-6)
     np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1.0, atol=1e-6)
@@ -52,7 +52,7 @@ def test_cosine_is_preserved_to_float_precision():
 def test_renewal_reissues_templates_for_the_new_key():
     rng = np.random.default_rng(1)
     x = unit(rng.standard_normal((20, DIM)))
-    old, new = (Protector(event_key(SECRET, "v", e)) for e in ("e1", "e2"))
+    old, new = (Protector(event_key(SECRET, "v", e), dim=DIM) for e in ("e1", "e2"))
     renewed = old.protect(x) @ old.renew_to(new).T
     np.testing.assert_allclose(renewed, new.protect(x), atol=1e-5)
 
@@ -70,8 +70,8 @@ def _real_embeddings(pipeline, paths):
 def test_the_same_face_under_two_events_looks_like_a_stranger(photo, pipeline):
     faces = _real_embeddings(pipeline, [photo(n) for n in
                                         ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")])
-    a = Protector(event_key(SECRET, "v", "e1")).protect(faces)
-    b = Protector(event_key(SECRET, "v", "e2")).protect(faces)
+    a = Protector(event_key(SECRET, "v", "e1"), dim=DIM).protect(faces)
+    b = Protector(event_key(SECRET, "v", "e2"), dim=DIM).protect(faces)
     same_key = a[0] @ a[2]  # obama vs obama3 under one key: a match
     assert same_key >= DEFAULT_THRESHOLD
     cross = np.einsum("ij,ij->i", a, b)  # each face against itself under the other key
@@ -86,8 +86,8 @@ def test_cross_key_scores_are_distributed_like_impostors(faces94, pipeline):
     labels = [folder.labels[k] for k in np.flatnonzero(emb.usable)]
     i, j, same = all_pairs(labels)
     impostor = np.einsum("ij,ij->i", x[i[~same]], x[j[~same]])
-    a = Protector(event_key(SECRET, "v", "e1")).protect(x)
-    b = Protector(event_key(SECRET, "v", "e2")).protect(x)
+    a = Protector(event_key(SECRET, "v", "e1"), dim=DIM).protect(x)
+    b = Protector(event_key(SECRET, "v", "e2"), dim=DIM).protect(x)
     cross_same_face = np.einsum("ij,ij->i", a, b)
     emb.wipe()
     # The same face under two keys is no more similar than two different people:

@@ -361,7 +361,8 @@ def _check_accepted(mtype: str, body: dict[str, Any], got: Any) -> None:
         assert set(body) == {"sealed"} and got is body["sealed"]
     elif mtype == "snapshot_begin":
         assert set(body) == {"snapshot", "chunks", "records", "tombstones", "sha256",
-                             "revocations"}
+                             "revocations", "model"}
+        assert isinstance(got.model, str) and re.fullmatch("[a-z0-9-]{1,16}", got.model)
         assert count(got.revocations, -1)
         assert isinstance(got.snapshot, str) and count(got.chunks, 1, MAX_SNAPSHOT_CHUNKS)
         for n in (got.records, got.tombstones):

@@ -30,7 +30,7 @@ from sync import messages, payloads
 from sync.seal import seal
 from sync.templates import Enrolment
 from tests import broker as tb
-from tests.support import DAY, DIM, ROOT, unit
+from tests.support import DAY, DIM, MODEL, ROOT, unit
 from tests.venue import EVENT, GATES, VENUE, Venue, wait_for
 
 
@@ -147,7 +147,7 @@ def test_bad_messages_are_refused_counted_and_change_nothing(venue):
     ]
     # Another gate's sealed payload, correctly signed, published to lane-1.
     topic_tpl = messages.topic(VENUE, "lane-1", "templates")
-    plain = payloads.encode([])
+    plain = payloads.encode([], model=MODEL)
     seq = venue.central._next_seq("lane-1/templates")
     foreign = seal(plain, venue.central.gates["lane-2"].seal, topic=topic_tpl, seq=seq,
                    gate="lane-2")
@@ -208,7 +208,8 @@ def test_interrupted_snapshot_is_asked_for_again(venue):
         c.enrol_embeddings(name, face[None], valid_until=until(), gates=["lane-1"])
     # Only the manifest and the first chunk get through, then the gate restarts.
     enrolments = [Enrolment(a, 1, until(), c.protector.protect(f)[None]) for a, f in live]
-    plains = [payloads.encode(enrolments[:5]), payloads.encode(enrolments[5:])]
+    plains = [payloads.encode(enrolments[:5], model=MODEL),
+              payloads.encode(enrolments[5:], model=MODEL)]
     digest = hashlib.sha256(bytes(plains[0]) + bytes(plains[1])).hexdigest()
     c.publish("lane-2", "templates", "snapshot_begin",
               {"snapshot": "s-1", "chunks": 2, "records": len(live), "tombstones": 0,

@@ -165,7 +165,7 @@ def test_missing_or_altered_model_files(lane, models_dir, tmp_path):
     assert r.failed and "face_landmark.tflite: model file missing" in r.detail
     assert r.fix.startswith("run `make models`")
     shutil.copy(models_dir / "face_landmark.tflite", bad)
-    with open(bad / "mobilefacenet_int8.tflite", "r+b") as f:
+    with open(bad / "sface_int8.tflite", "r+b") as f:  # the default embedder's file
         f.seek(1000)
         f.write(b"\x00\x01\x02")
     r = files.check_models(cfg)[0]

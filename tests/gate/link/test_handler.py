@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gate.link.handler import MessageHandler
 from gate.match.decision import Outcome
 from sync import messages, payloads
-from sync.templates import SFACE, Enrolment
+from sync.templates import MOBILEFACENET, SFACE, Enrolment
 from tests.linkrig import GATE, PEER, VENUE, Central, Rig
-from tests.support import DAY, Clock, protector, random_unit, unit
+from tests.support import DAY, MODEL, Clock, protector, random_unit, unit
 
 
 @pytest.fixture
@@ -83,7 +83,8 @@ def test_a_seq_pushed_forward_in_the_state_file_cannot_stop_deletion(rig, pushed
     assert rig.matcher.identify(FACES["att-2"]).attendee is None
     assert rig.receipts[-1]["attendee"] == "att-2" and rig.receipts[-1]["kind"] == "deleted"
     seq, sealed = rig.central.sealed("templates",
-                                     payloads.encode([enrolment("att-2", 3, rig.clock)]))
+                                     payloads.encode([enrolment("att-2", 3, rig.clock)],
+                                                     model=MODEL))
     restarted.message(*rig.central.message("templates", "upsert", {"sealed": sealed}, seq=seq))
     assert "att-2" in rig.cache  # and a new enrolment still applies
 
@@ -114,11 +115,12 @@ def test_refused_messages_are_counted_and_change_nothing(rig, tamper):
 
 def test_a_snapshot_replaces_the_cache_after_its_manifest_checks(rig):
     rig.upsert([enrolment("att-0", 1, rig.clock)])
-    plain = payloads.encode([enrolment(n, 5, rig.clock) for n in ("att-2", "att-3")])
+    plain = payloads.encode([enrolment(n, 5, rig.clock) for n in ("att-2", "att-3")],
+                            model=MODEL)
     digest = hashlib.sha256(plain).hexdigest()
     rig.send(*rig.central.message("templates", "snapshot_begin", {
         "snapshot": "s1", "chunks": 1, "records": 2, "tombstones": 0, "sha256": digest,
-        "revocations": -1, "model": "mobilefacenet"}))
+        "revocations": -1, "model": MODEL.id}))
     seq, sealed = rig.central.sealed("templates", plain)
     rig.send(*rig.central.message("templates", "snapshot_chunk",
                                   {"snapshot": "s1", "index": 0, "sealed": sealed}, seq=seq))
@@ -127,22 +129,23 @@ def test_a_snapshot_replaces_the_cache_after_its_manifest_checks(rig):
 
 
 def test_templates_of_another_model_are_refused_in_one_line_until_central_agrees(rig):
+    other = MOBILEFACENET if MODEL == SFACE else SFACE
     rig.upsert([enrolment("att-0", 1, rig.clock)])
     version = rig.cache.version
-    # A snapshot announced for SFace templates, to a MobileFaceNet gate.
+    # A snapshot announced for the other model's templates.
     rig.send(*rig.central.message("templates", "snapshot_begin", {
         "snapshot": "s1", "chunks": 1, "records": 1, "tombstones": 0, "sha256": "0" * 64,
-        "revocations": -1, "model": "sface"}))
-    expected = ("templates are for model 'sface', this end runs 'mobilefacenet': "
+        "revocations": -1, "model": other.id}))
+    expected = (f"templates are for model {other.id!r}, this end runs {MODEL.id!r}: "
                 "configure the same embedder at both ends")
     assert rig.handler.model_mismatch == expected
-    # An upsert sealed with SFace's payload layout: refused the same way, nothing applied.
-    sface = [Enrolment("att-2", 5, int(rig.clock()) + 86400,
-                       unit(np.ones((1, SFACE.dim), np.float32)))]
-    seq, sealed = rig.central.sealed("templates", payloads.encode(sface, model=SFACE))
+    # An upsert sealed with the other model's payload layout: refused the same way.
+    foreign = [Enrolment("att-2", 5, int(rig.clock()) + 86400,
+                         unit(np.ones((1, other.dim), np.float32)))]
+    seq, sealed = rig.central.sealed("templates", payloads.encode(foreign, model=other))
     rig.send(*rig.central.message("templates", "upsert", {"sealed": sealed}, seq=seq))
     assert sum(n for k, n in rig.handler.rejected.items()
-               if k.startswith("templates are for model 'sface'")) == 2
+               if k.startswith(f"templates are for model {other.id!r}")) == 2
     assert rig.cache.version == version and "att-2" not in rig.cache
     assert "att-0" in rig.cache  # what the gate had stays
     # Central configured right again: the next templates apply and the line goes away.

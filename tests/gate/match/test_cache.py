@@ -28,7 +28,7 @@ from gate.templates import Templates, binding, open_templates
 from sync.templates import Enrolment
 from tests import support
 from tests.gate.match import faults
-from tests.support import DAY, DIM, KEK, TKEY, Clock, store_config, unit
+from tests.support import DAY, DIM, KEK, MODEL, TKEY, Clock, store_config, unit
 
 #: The gate of :func:`tests.support.store_config` (fixed threshold 0.5, margin 0.05).
 BINDING = binding(store_config())
@@ -75,12 +75,12 @@ def test_file_holds_no_plaintext_template(store, tmp_path):
 
 def _regions(path: Path) -> dict[str, int]:
     raw = path.read_bytes()
-    fields = ("venue-1", "event-1", "gate-1", "mobilefacenet")
+    fields = ("venue-1", "event-1", "gate-1", MODEL.id)
     header_end = cachefile._FIXED.size + sum(2 + len(f.encode()) for f in fields)
     assert header_end == faults.header_end(path)
     return {"magic": 0, "format": 4, "flags": 6, "version field": 8, "nonce prefix": 44,
             "journal id": 50, "previous journal id": 70, "stream seqs": 84,
-            "binding": header_end - 20, "model id": header_end - 3,
+            "binding": header_end - (2 + len(MODEL.id)) - 3, "model id": header_end - 2,
             "ciphertext": header_end + head.SIZE + 100,
             "tag": len(raw) - 5}
 
@@ -123,7 +123,7 @@ def test_wrong_key_and_wrong_gate_fail_closed(store, make_store):
     other_key = make_store(kek=bytes(32))
     assert "wrong cache key" in other_key.cache.load().reason
     copied = make_store(cfg=store_config(gate="gate-2"))
-    assert copied.cache.binding == cachefile.Binding("venue-1", "event-1", "gate-2")
+    assert copied.cache.binding == cachefile.Binding("venue-1", "event-1", "gate-2", MODEL.id)
     assert copied.cache.load().state == "invalid"
 
 
@@ -398,8 +398,7 @@ def test_a_journal_left_over_from_a_compaction_is_ignored(store, tmp_path, make_
 def test_templates_from_config_read_credentials_and_refuse_without_keys(tmp_path,
                                                                         monkeypatch):
     cfg = from_dict({"cache": {"dir": str(tmp_path / "state")},
-                     "gate": {"id": "lane-3", "venue": "arena", "event": "final"},
-                     "models": {"embedder": "mobilefacenet-int8"}})
+                     "gate": {"id": "lane-3", "venue": "arena", "event": "final"}})
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     with pytest.raises(KeyMaterialError, match="cache-key"):
         open_templates(cfg)
@@ -412,11 +411,11 @@ def test_templates_from_config_read_credentials_and_refuse_without_keys(tmp_path
     try:
         assert t.cache.load().state == "empty"
         assert t.cache.directory == tmp_path / "state"
-        assert t.cache.binding == cachefile.Binding("arena", "final", "lane-3")
+        assert t.cache.binding == cachefile.Binding("arena", "final", "lane-3", MODEL.id)
         t.cache.upsert([enrol("att-001")])  # templates protected with the tests' key
         assert t.matcher.identify(probe("att-001")).attendee == "att-001"
         # The default policy: calibrated threshold for FPIR 1e-3 at the cache's size.
-        cal = CALIBRATIONS["mobilefacenet-int8"]
+        cal = CALIBRATIONS[cfg.models.embedder]
         assert t.matcher.threshold == cal.threshold_for(1e-3, 1)[0]
         t.cache.upsert([enrol(n, seq=2) for n in PEOPLE])
         assert t.matcher.threshold == cal.threshold_for(1e-3, len(PEOPLE))[0]

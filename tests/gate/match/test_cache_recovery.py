@@ -15,12 +15,13 @@ from gate.credentials import Key
 from gate.errors import CacheError, TemplateError
 from gate.match import cachefile, journal, offline
 from gate.match.decision import Outcome
+from gate.match.embedders import embedder_spec
 from gate.match.erase import CACHE_FILE, JOURNAL_FILE, KEY_FILE, erase
 from tests.gate.match import faults
 from tests.gate.match.test_cache import BINDING, PEOPLE, T0, enrol, probe
 from tests.gate.match.test_cache_tamper import state_of
 from tests.ledger import Ledger
-from tests.support import DAY, KEK, Clock
+from tests.support import DAY, KEK, MODEL, Clock
 
 pytestmark = pytest.mark.hostile
 
@@ -122,11 +123,13 @@ def test_a_cache_of_another_template_model_asks_for_a_resync(state, make_store,
     model's space and must not be matched against; the files stay as they were."""
     before = faults.files(state)
     with ledger.case(CLASS):
-        t = make_store(state, embedder="sface-int8")
+        other = "mobilefacenet-int8" if MODEL.id == "sface" else "sface-int8"
+        t = make_store(state, embedder=other)
         st = t.cache.load()
         assert st.state == "invalid" and st.needs_resync
-        assert st.reason == ("templates.cache: holds 'mobilefacenet' templates, the configured "
-                             "embedder makes 'sface' ones; re-sync needed")
+        assert st.reason == (f"templates.cache: holds {MODEL.id!r} templates, the configured "
+                             f"embedder makes {embedder_spec(other).model.id!r} ones; "
+                             "re-sync needed")
         assert faults.files(state) == before
     assert make_store(state).cache.load().attendees == 8  # the right model opens it again
 

@@ -27,7 +27,7 @@ from tests.gate.match import faults
 from tests.gate.match.test_cache import BINDING, PEOPLE, enrol, probe
 from tests.gate.match.test_cache_tamper import State, state_of
 from tests.ledger import Ledger
-from tests.support import KEK, ROOT, Clock, open_store
+from tests.support import DIM, KEK, ROOT, Clock, open_store
 
 pytestmark = pytest.mark.hostile
 
@@ -309,8 +309,9 @@ def test_the_first_write_of_a_gate_can_wait_too(make_store, tmp_path, monkeypatc
 
 def test_too_much_waiting_refuses_upserts_in_one_line_but_never_revocations(
         store, monkeypatch, ledger: Ledger):
-    monkeypatch.setattr(pending, "MAX_WAITING_BYTES", 2000)
-    monkeypatch.setattr("gate.match.cache.MAX_WAITING_BYTES", 2000)
+    limit = 10 * DIM  # room for two one-template upserts, not three
+    monkeypatch.setattr(pending, "MAX_WAITING_BYTES", limit)
+    monkeypatch.setattr("gate.match.cache.MAX_WAITING_BYTES", limit)
     with ledger.case(CLASS):
         with faults.failing_writes(monkeypatch, errno.ENOSPC):
             store.cache.upsert([enrol("att-011")])

@@ -21,7 +21,7 @@ def near(v: np.ndarray, noise: float) -> np.ndarray:
 
 
 def test_best_and_second_are_distinct_attendees():
-    g = Gallery()
+    g = Gallery(dim=DIM)
     base = unit(RNG.standard_normal((3, DIM)))
     g.put("alice", np.stack([near(base[0], 0.02), near(base[0], 0.02)]))  # two templates
     g.put("bob", base[1:2])
@@ -34,7 +34,7 @@ def test_best_and_second_are_distinct_attendees():
 
 
 def test_a_near_twin_makes_the_decision_ambiguous():
-    g = Gallery()
+    g = Gallery(dim=DIM)
     face = unit(RNG.standard_normal(DIM))
     g.put("twin-a", near(face, 0.02)[None])
     g.put("twin-b", near(face, 0.02)[None])
@@ -43,7 +43,7 @@ def test_a_near_twin_makes_the_decision_ambiguous():
 
 
 def test_empty_and_single_attendee():
-    g = Gallery()
+    g = Gallery(dim=DIM)
     c = g.search(unit(RNG.standard_normal(DIM)), threshold=0.5, margin=0.05)
     assert c.attendee is None and c.best == -math.inf
     face = unit(RNG.standard_normal(DIM))
@@ -53,7 +53,7 @@ def test_empty_and_single_attendee():
 
 
 def test_put_replaces_and_remove_zeroes_rows_and_reuses_them():
-    g = Gallery()
+    g = Gallery(dim=DIM)
     a, b = unit(RNG.standard_normal((2, DIM)))
     g.put("x", a[None])
     g.put("x", b[None])  # replaced, not added
@@ -70,9 +70,9 @@ def test_put_replaces_and_remove_zeroes_rows_and_reuses_them():
                                  np.zeros(DIM)])
 def test_wrong_shapes_are_refused(bad):
     with pytest.raises(TemplateError):
-        Gallery().put("a", bad)
+        Gallery(dim=DIM).put("a", bad)
     with pytest.raises(TemplateError):
-        Gallery().search(np.zeros(100, np.float32), threshold=0.5, margin=0.0)
+        Gallery(dim=DIM).search(np.zeros(100, np.float32), threshold=0.5, margin=0.0)
 
 
 def _population(n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -84,10 +84,10 @@ def _population(n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
 def twin_galleries():
     """The same 8,000 attendees, searched with the coarse index and without."""
     ids, counts, vectors = _population(8000)
-    coarse = Gallery(coarse_min=1000)
+    coarse = Gallery(dim=DIM, coarse_min=1000)
     coarse.replace_all(ids, counts, vectors)
     assert coarse.reindex() and coarse.indexed
-    exact = Gallery(coarse_min=10**9)
+    exact = Gallery(dim=DIM, coarse_min=10**9)
     exact.replace_all(ids, counts, vectors)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     return coarse, exact, vectors, starts
@@ -139,14 +139,14 @@ def test_changes_after_indexing_are_searched_exactly(twin_galleries):
 
 
 def test_small_gallery_drops_the_index():
-    g = Gallery(coarse_min=1000)
+    g = Gallery(dim=DIM, coarse_min=1000)
     ids, counts, vectors = _population(100)
     g.replace_all(ids, counts, vectors)
     assert not g.reindex() and not g.indexed
 
 
 def test_replace_all_refuses_inconsistent_input():
-    g = Gallery()
+    g = Gallery(dim=DIM)
     with pytest.raises(TemplateError, match="do not agree"):
         g.replace_all(["a", "b"], np.array([1, 1]), unit(RNG.standard_normal((3, DIM))))
     with pytest.raises(TemplateError, match="duplicate"):
@@ -181,7 +181,7 @@ def test_when_the_bound_cannot_settle_it_falls_back_to_brute_force(twin_gallerie
 
 def test_revocation_rebuilds_the_index_instead_of_leaving_an_int8_copy():
     ids, counts, vectors = _population(3000)
-    g = Gallery(coarse_min=1000)
+    g = Gallery(dim=DIM, coarse_min=1000)
     g.replace_all(ids, counts, vectors)
     g.reindex()
     first = g._coarse

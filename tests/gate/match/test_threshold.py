@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from importlib import resources
 
 import numpy as np
@@ -23,7 +21,7 @@ from gate.match.threshold import (
     fmr_for,
     load_calibrations,
 )
-from tests.support import PORTRAITS, ROOT
+from tests.support import PORTRAITS, tool
 
 
 def test_fmr_for_fpir_and_gallery_size():
@@ -114,12 +112,7 @@ def test_calibration_on_half_the_portraits_holds_on_the_other_half(pipeline):
 
 
 def test_calibration_file_round_trips_through_the_tool(tmp_path):
-    # tools/ is not a package: the script is imported from its directory.
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        calibrate_tool = importlib.import_module("calibrate")
-    finally:
-        sys.path.pop(0)
+    calibrate_tool = tool("calibrate")
     data = json.loads(resources.files("gate.match").joinpath("calibrations.json").read_text())
     name, entry = next(iter(data["models"].items()))
     report = {"mode": "calibration", "model": name, "dataset": entry["dataset"],
