@@ -46,7 +46,6 @@ from tests.broker import (
     publish,
     subscribe,
 )
-from tests.venue import wait_for
 
 VENUE, EVENT, GATES = "arena", "final-2026", ("gate-1", "gate-2")
 T = f"gate/v1/{VENUE}"
@@ -331,15 +330,20 @@ def test_a_gate_cannot_publish_on_another_gates_topics(clients):
     assert seen.empty()
 
 
+def _a_gate_with_its_certificate_connects(venue, broker) -> None:
+    """The control: the same broker, the same moment, a proper certificate gets in, so a
+    refusal beside it is the certificate's doing (with TLS 1.3 the client sees only a
+    disconnect, and Mosquitto does not always log the reason under load)."""
+    crt, key = identity_files(venue, "gate-1")
+    close(open_client(broker.host, broker.port, client_id="gate-1",
+                      ca_certs=venue / "ca" / "ca.crt", certfile=crt, keyfile=key))
+
+
 def test_a_client_without_a_certificate_cannot_connect(venue, broker):
-    # The client waits the default 10 s: on a loaded machine a 3 s client gave up before
-    # the broker had refused it, and the broker then logged the hang-up, not the reason.
     with pytest.raises(BrokerError):
         open_client(broker.host, broker.port, client_id="nocert",
                     ca_certs=venue / "ca" / "ca.crt")
-    # Mosquitto may log the refusal a moment after the client has seen it.
-    wait_for(lambda: "peer did not return a certificate" in broker.log_tail(),
-             what="the broker's log line for the refused client")
+    _a_gate_with_its_certificate_connects(venue, broker)
 
 
 def test_a_certificate_of_another_ca_cannot_connect(venue, broker, tmp_path):
@@ -350,8 +354,7 @@ def test_a_certificate_of_another_ca_cannot_connect(venue, broker, tmp_path):
     with pytest.raises(BrokerError):
         open_client(broker.host, broker.port, client_id="impostor",
                     ca_certs=venue / "ca" / "ca.crt", certfile=crt, keyfile=key)
-    wait_for(lambda: "certificate verify failed" in broker.log_tail(),
-             what="the broker's log line for the refused certificate")
+    _a_gate_with_its_certificate_connects(venue, broker)
 
 
 def test_an_anonymous_plain_tcp_client_is_refused(broker):
