@@ -12,7 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-from gate.cli.evaluate import curves_of
 from gate.eval import det
 
 
@@ -27,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     curves = []
     for path in args.reports:
         report = json.loads(path.read_text(encoding="utf-8"))
-        curves += [c for c in curves_of(report)
+        curves += [c for c in det.curves_of(report)
                    if args.fuse is None or ("fused" in c.label) == (args.fuse > 1)]
     if not curves:
         print("det_plot: no DET curve in these reports", file=sys.stderr)

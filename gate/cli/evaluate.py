@@ -155,17 +155,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def curves_of(report: dict[str, Any]) -> list[det.Curve]:
-    """The DET curves a report carries, labelled with its model."""
-    raw = [r["det"] for r in report.get("results", []) if "det" in r]
-    if "det" in report:
-        raw.append(report["det"])
-    return [det.Curve(f"{report['model']}: {c['label']}", tuple(c["fpr"]), tuple(c["fnr"]))
-            for c in raw]
-
-
 def _plot(report: dict[str, Any], path: Path) -> None:
-    curves = curves_of(report)
+    curves = det.curves_of(report)
     if not curves:
         raise EvalError("--plot: this kind of evaluation has no DET curve (use --openset "
                         "or --pairs)")

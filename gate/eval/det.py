@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,6 +73,15 @@ def curve(label: str, hits: Array, positives: Array, negatives: Array, *,
         fprs.append(fpr)
         fnrs.append(fnr)
     return Curve(label, tuple(fprs), tuple(fnrs))
+
+
+def curves_of(report: dict[str, Any]) -> list[Curve]:
+    """The DET curves a ``gatectl eval --json`` report carries, labelled with its model."""
+    raw = [r["det"] for r in report.get("results", []) if "det" in r]
+    if "det" in report:
+        raw.append(report["det"])
+    return [Curve(f"{report['model']}: {c['label']}", tuple(c["fpr"]), tuple(c["fnr"]))
+            for c in raw]
 
 
 #: Marks of the text plot's curves, in order.

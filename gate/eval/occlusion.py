@@ -28,10 +28,10 @@ class Occluder:
 
     def __call__(self, image: Image) -> Image:
         faces = self.detector.detect(image)
+        self.detector.wipe()  # its canvas held the photo's pixels (P2), face or not
         if not faces:
             return image.copy()
         keypoints = max(faces, key=lambda f: f.width).keypoints.copy()
-        self.detector.wipe()
         if self.kind in degrade.LOWER_FACE:
             return degrade.occlude_lower_face(image, keypoints, self.kind)
         return degrade.occlude_eyes(image, keypoints[:2], self.kind)

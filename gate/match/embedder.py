@@ -49,7 +49,8 @@ class Embedder:
         :meth:`wipe`); copy it to keep it.
         """
         np.subtract(crop, self.spec.mean, out=self._tensor[0], casting="unsafe")
-        self._tensor[0] *= self.spec.scale
+        if self.spec.scale != 1.0:  # SFace normalises inside its graph
+            self._tensor[0] *= self.spec.scale
         if self.flip_average:
             self._tensor[1] = self._tensor[0, :, ::-1]
         out = self.model.run(self._tensor)

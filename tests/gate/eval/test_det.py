@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from gate.errors import EvalError
 from gate.eval import det
+from tests.support import tool
 
 
 def _scores(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -44,3 +47,16 @@ def test_png_and_text_plots_are_written(tmp_path):
     assert "o  a" in text and "x  b" in text and "FPIR" in text
     body = text.split("+---")[0]
     assert body.count("o") > 5 and body.count("x") > 5
+
+
+def test_the_plot_tool_draws_the_curves_of_reports_and_refuses_reports_without(tmp_path):
+    pos, neg = _scores()
+    c = det.curve("1000 enrolled", np.ones(pos.size, bool), pos, neg)
+    report = {"model": "m", "results": [{"det": c.as_dict()}]}
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    assert [x.label for x in det.curves_of(report)] == ["m: 1000 enrolled"]
+    det_plot = tool("det_plot")
+    assert det_plot.main([str(tmp_path / "r.json"), "--out", str(tmp_path / "d.txt")]) == 0
+    assert "m: 1000 enrolled" in (tmp_path / "d.txt").read_text()
+    (tmp_path / "none.json").write_text(json.dumps({"model": "m", "mode": "folder"}))
+    assert det_plot.main([str(tmp_path / "none.json"), "--out", str(tmp_path / "e.txt")]) == 1
