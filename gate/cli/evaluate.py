@@ -78,6 +78,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         raise EvalError("--fuse must be ≥ 1 and --blur between 0 and 50")
     if args.occlude and not args.openset:
         raise EvalError("--occlude measures open-set searches: add --openset")
+    # Checked before minutes of embedding, not after.
+    if args.plot is not None and not args.plot.absolute().parent.is_dir():
+        raise EvalError(f"--plot: {args.plot.parent} is not a directory")
     transform = None
     if args.blur > 0:
         def transform(image: Image) -> Image:
@@ -161,10 +164,13 @@ def _plot(report: dict[str, Any], path: Path) -> None:
         raise EvalError("--plot: this kind of evaluation has no DET curve (use --openset "
                         "or --pairs)")
     openset = report["mode"] == "openset"
-    det.plot(curves, path, title=f"{Path(report['dataset']).name}: "
-             f"{'open-set 1:N' if openset else '1:1 pairs'}, quality gate "
-             f"{'on' if report['quality_gate'] else 'off'}",
-             xlabel="FPIR" if openset else "FMR", ylabel="FNIR" if openset else "FNMR")
+    try:
+        det.plot(curves, path, title=f"{Path(report['dataset']).name}: "
+                 f"{'open-set 1:N' if openset else '1:1 pairs'}, quality gate "
+                 f"{'on' if report['quality_gate'] else 'off'}",
+                 xlabel="FPIR" if openset else "FMR", ylabel="FNIR" if openset else "FNMR")
+    except OSError as exc:
+        raise EvalError(f"--plot: cannot write {path} ({exc.strerror})") from None
 
 
 def format_pose(r: dict[str, Any]) -> str:

@@ -84,10 +84,27 @@ def test_eval_with_an_lfw_pairs_file(cfg_file, tmp_path, photos, capsys):
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("Barack_Obama 1 2\nBarack_Obama 1 Joe_Biden 1\n")
     assert main(["--config", str(cfg_file), "eval", str(root), "--pairs", str(pairs),
-                 "--json"]) == EXIT_OK
+                 "--json", "--plot", str(tmp_path / "det.txt")]) == EXIT_OK
     report = json.loads(capsys.readouterr().out)
     assert report["mode"] == "pairs" and report["accuracy"] == 1.0
     assert "optimistic" in report["accuracy_protocol"]
+    assert report["pairs"]["genuine_with_unusable_image"] == 0
+    assert "FMR" in (tmp_path / "det.txt").read_text()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--fuse", "0"], "--fuse must be ≥ 1"),
+    (["--occlude", "mask"], "--occlude measures open-set searches"),
+    (["--pose", "--align", "blazeface"], "--pose compares with the face mesh"),
+    (["--plot", "/nonexistent/dir/det.png"], "--plot: /nonexistent/dir is not a directory"),
+    (["--plot", "PLOT"], "--plot: this kind of evaluation has no DET curve"),
+])
+def test_eval_refuses_bad_arguments_in_one_line(cfg_file, people, tmp_path, capsys, args,
+                                                message):
+    args = [str(tmp_path / "det.png") if a == "PLOT" else a for a in args]
+    assert main(["--config", str(cfg_file), "eval", str(people), *args]) == EXIT_DATA
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and not (tmp_path / "det.png").exists()
 
 
 def test_openset_needs_enough_people(cfg_file, people, capsys):
