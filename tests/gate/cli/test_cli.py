@@ -92,15 +92,15 @@ def test_eval_with_an_lfw_pairs_file(cfg_file, tmp_path, photos, capsys):
     assert "FMR" in (tmp_path / "det.txt").read_text()
 
 
-@pytest.mark.parametrize(("args", "message"), [
+@pytest.mark.parametrize("case", [
     (["--fuse", "0"], "--fuse must be ≥ 1"),
     (["--occlude", "mask"], "--occlude measures open-set searches"),
     (["--pose", "--align", "blazeface"], "--pose compares with the face mesh"),
     (["--plot", "/nonexistent/dir/det.png"], "--plot: /nonexistent/dir is not a directory"),
     (["--plot", "PLOT"], "--plot: this kind of evaluation has no DET curve"),
 ])
-def test_eval_refuses_bad_arguments_in_one_line(cfg_file, people, tmp_path, capsys, args,
-                                                message):
+def test_eval_refuses_bad_arguments_in_one_line(cfg_file, people, tmp_path, capsys, case):
+    args, message = case
     args = [str(tmp_path / "det.png") if a == "PLOT" else a for a in args]
     assert main(["--config", str(cfg_file), "eval", str(people), *args]) == EXIT_DATA
     err = capsys.readouterr().err.strip()
