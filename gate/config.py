@@ -173,6 +173,9 @@ class LaneConfig:
     n: int = option(3, lo=1, hi=20, doc="...among this many decided frames")
     max_attempts: int = option(3, lo=1, hi=20, doc="k-of-n rounds before the staffed lane")
     fusion: bool = option(False, doc="average the k best frames' embeddings, decide once")
+    overlap: bool = option(False, doc="embed a face on a second thread while the next "
+                                      "frame is analysed: more frames a second where the "
+                                      "models, not the camera, set the pace (a Pi)")
     open_timeout_s: float = option(6.0, lo=1.0, hi=60.0)
     decide_timeout_s: float = option(8.0, lo=1.0, hi=120.0,
                                      doc="no decision this long after arrival: staffed lane")

@@ -34,6 +34,8 @@ from gate.models import read_verified
 from gate.types import Array
 
 STAGES = ("detect", "landmarks", "align", "quality", "embed")
+#: ``FaceResult.times_ms`` also holds this: the part of the stages spent inside the models.
+MODELS = "models"
 
 
 @dataclass
@@ -107,14 +109,17 @@ class FacePipeline:
         t = time.perf_counter()
         res.faces = self.detector.detect(image)
         t = _lap(res, "detect", t)
+        inside = self.detector.model.invoke_ms
         if not res.faces:
             res.issues.append(Issue(Reason.NO_FACE, "no face detected"))
+            res.times_ms[MODELS] = inside
             return res
         face = res.face = max(res.faces, key=lambda f: f.width)
         sizeable = count_sizeable(res.faces, self.limits.sizeable_face_ratio)
         landmarks: Landmarks | None = None
         if self.mesh is not None:
             landmarks = self.mesh.run(image, face)
+            inside += self.mesh.model.invoke_ms
             points = landmarks.five()
         else:
             points = face.keypoints[:4].astype(np.float64)
@@ -129,19 +134,26 @@ class FacePipeline:
                                                 gray=self._gray, eyes=self.measure_eyes)
         res.issues = assess(res.measures, self.limits)
         t = _lap(res, "quality", t)
+        res.times_ms[MODELS] = inside
         if not embed or (res.issues and not embed_rejected):
             return res
         res.embedding = self.embedder.embed(crop)
         _lap(res, "embed", t)
+        res.times_ms[MODELS] = inside + self.embedder.model.invoke_ms
         return res
 
     def wipe(self) -> None:
         """Zero-fill every buffer that held pixels or an embedding (promise P2)."""
+        self.wipe_analysis()
+        self.embedder.wipe()
+
+    def wipe_analysis(self) -> None:
+        """Zero-fill the buffers of detection, landmarks, alignment and quality: all but
+        the embedder's (which :class:`gate.overlap.EmbedAhead` may be using)."""
         self.detector.wipe()
         if self.mesh is not None:
             self.mesh.wipe()
         self.aligner.wipe()
-        self.embedder.wipe()
         self._gray.fill(0)
 
 

@@ -7,6 +7,10 @@ the pure :class:`~gate.policy.LanePolicy` decide, and carries out its command. T
 runtime itself only moves data between the devices, the models and those two. After
 every analysed frame the camera buffer, the pipeline's buffers and the probe are
 zero-filled (P2).
+With ``[lane] overlap`` the embedder runs on a second thread (:class:`~gate.overlap.EmbedAhead`):
+once a frame's face is aligned, the next frame is read and analysed while that face is
+embedded, and the analysed frame waits for the next step (it is wiped if that step does
+not analyse). Verdicts stay in frame order and each step still decides one frame.
 Events it reports carry no attendee id (P10); entries go to the outbox only when the
 passage sensor confirms them. On any exit from :meth:`run` the relay goes to its safe
 state, the camera closes and the buffers are wiped.
@@ -39,7 +43,8 @@ from gate.io.devices import GateIO
 from gate.judge import Judge
 from gate.logs import kv
 from gate.match.matcher import Matcher
-from gate.pipeline import FacePipeline
+from gate.overlap import EmbedAhead
+from gate.pipeline import FacePipeline, FaceResult
 from gate.policy import Command, Inputs, LanePolicy, Phase, Verdict
 from gate.types import Array, Image
 
@@ -148,6 +153,9 @@ class GateRuntime:
         self.judge = Judge(dim=matcher.dim, entry_window_h=lane.entry_window_h,
                            fusion_k=lane.k if lane.fusion else None)
         self.tickets = TicketReader() if lane.mode == "verify" else None
+        self.overlap = EmbedAhead(pipeline.embedder) if lane.overlap else None
+        #: With overlap: the next frame, read and analysed while the last one was embedded.
+        self._ahead: tuple[Image, FaceResult, float] | None = None
         self.stats = Stats()
         self._unrecorded: list[tuple[str, float]] = []
         self._first_face: float | None = None
@@ -164,6 +172,9 @@ class GateRuntime:
         verdict = None
         if self.policy.phase is Phase.PRESENT and inputs.presence and not inputs.emergency:
             verdict = self._analyse(now)
+        elif self._ahead is not None:  # read ahead for a step that does not analyse
+            self._ahead = None
+            self._wipe_frame()
         before = self.policy.phase
         cmd = self.policy.tick(inputs, verdict)
         self._apply(cmd, before)
@@ -210,6 +221,9 @@ class GateRuntime:
         self.stats.entries_waiting = len(self._unrecorded)
 
     def _stop_capture(self) -> None:
+        if self._ahead is not None:  # read ahead, not to be analysed now
+            self._ahead = None
+            self._wipe_frame()
         if self.camera.is_open:
             self.camera.close()
         self._first_face = None
@@ -219,28 +233,51 @@ class GateRuntime:
 
     def _analyse(self, now: float) -> Verdict | None:
         try:
-            frame = self._frame(now)
-            if frame is None:
-                return None
+            if self._ahead is not None:
+                frame, result, t = self._ahead
+                self._ahead = None
+            else:
+                fresh = self._frame(now)
+                if fresh is None:
+                    return None
+                frame, t = fresh, self.clock()
+                result = self.pipeline.process(frame, embed=self.overlap is None)
             try:
-                verdict = self._judge(frame)
+                verdict = self._judge(frame, result, t)
             finally:
-                self.camera.wipe()
-                self.pipeline.wipe()
+                if not self.reading_ahead:
+                    self._wipe_frame()
+                elif self.overlap is not None:  # the next frame stays; this one's face goes
+                    self.overlap.wipe()
         except Exception as exc:  # one frame must never end the loop
             self._drop_frame(exc)
             return None
         self._frame_ok()
         return verdict
 
-    def _drop_frame(self, exc: Exception) -> None:
-        """Count a frame whose analysis raised, wipe what it may have left, go on."""
+    @property
+    def reading_ahead(self) -> bool:
+        """True while a frame read ahead waits for the next step (``[lane] overlap``)."""
+        return self._ahead is not None
+
+    def _wipe_frame(self) -> None:
+        """Zero the camera's frame and every pipeline buffer (P2)."""
+        self.camera.wipe()
+        if self.overlap is not None:
+            self.overlap.wipe()
+        self.pipeline.wipe()
+
+    def _drop_frame(self, exc: Exception, *, ahead: bool = False) -> None:
+        """Count a frame whose analysis raised, wipe what it may have left, go on. A frame
+        read ahead (``ahead``) leaves the face being embedded and the judge alone."""
         kind = type(exc).__name__
         errors = self.stats.frame_errors
         errors.count(kind)
         n = errors.consecutive
-        for wipe in (self.camera.wipe, self.pipeline.wipe, self.matcher.wipe,
-                     self.judge.reset):
+        self._ahead = None  # its buffers are wiped below
+        wipes = (self.camera.wipe, self.pipeline.wipe_analysis) if ahead else \
+            (self._wipe_frame, self.matcher.wipe, self.judge.reset)
+        for wipe in wipes:
             try:
                 wipe()
             except Exception as failed:  # keep wiping the others
@@ -266,7 +303,7 @@ class GateRuntime:
         except Exception as failed:
             log.error("report failed %s", kv(kind=type(failed).__name__))
 
-    def _frame(self, now: float) -> Image | None:
+    def _frame(self, now: float, *, ahead: bool = False) -> Image | None:
         if now < self._camera_retry_at:
             return None
         try:
@@ -277,7 +314,7 @@ class GateRuntime:
                 self.stats.camera_errors += 1
                 event = f"camera fault: {exc}"
             else:  # a driver's own error: a dropped frame, and the camera's back-off
-                self._drop_frame(exc)
+                self._drop_frame(exc, ahead=ahead)
                 event = f"camera fault: {type(exc).__name__}"
             self._camera_retry_at = now + self._camera_backoff
             self._camera_backoff = min(self._camera_backoff * 2, self.cfg.camera.retry_max_s)
@@ -291,9 +328,7 @@ class GateRuntime:
         self.stats.frames += 1
         return frame
 
-    def _judge(self, frame: Image) -> Verdict:
-        t = self.clock()
-        result = self.pipeline.process(frame)
+    def _judge(self, frame: Image, result: FaceResult, t: float) -> Verdict:
         if result.faces and self._first_face is None:
             self._first_face = t
         m = result.measures
@@ -301,25 +336,64 @@ class GateRuntime:
             faces=len(result.faces),
             sizeable=m.faces_sizeable if m is not None else len(result.faces),
             issue=result.issues[0] if result.issues else None,
-            usable=result.embedding is not None and result.face is not None)
+            usable=result.face is not None and (
+                result.embedding is not None or self.overlap is not None))
         if early is not None:
             return early
-        assert result.embedding is not None
         assert result.face is not None
         live = self.pad.check(frame, result.face).live
-        embedding = self.judge.fuse(result.embedding)
+        claimed = self.tickets.read(frame) if self.tickets is not None else None
+        if self.overlap is None:
+            assert result.embedding is not None
+            probe = result.embedding
+        else:
+            probe = self._embed_while_reading_ahead()
+        embedding = self.judge.fuse(probe)
         if embedding is None:
             return self.judge.pending()
         try:
-            return self._decide(frame, embedding, live)
+            return self._decide(claimed, embedding, live)
         finally:
-            if embedding is not result.embedding:  # the fused mean: wiped like a probe
+            if embedding is not probe:  # the fused mean: wiped like a probe
                 embedding.fill(0)
                 self.judge.reset()
 
-    def _decide(self, frame: Image, embedding: Array, live: bool) -> Verdict:
+    def _embed_while_reading_ahead(self) -> Array:
+        """Embed this frame's face on the worker while the next frame is read and analysed
+        here; return this frame's embedding. A failure of the next frame is that frame's:
+        it is counted and wiped, and this frame's decision stands."""
+        assert self.overlap is not None
+        self.overlap.submit(self.pipeline.aligner.crop)
+        try:
+            self.camera.wipe()  # this frame's pixels are no longer needed
+            self.pipeline.wipe_analysis()
+            self._read_ahead()
+        finally:
+            if self._ahead is None:
+                self.camera.wipe()
+                self.pipeline.wipe_analysis()
+        try:
+            return self.overlap.result()
+        except BaseException:
+            self._ahead = None  # _drop_frame wipes it with this frame
+            raise
+
+    def _read_ahead(self) -> None:
+        if not (self.io.presence and not self.io.emergency):
+            return
+        now = self.clock()
+        frame = self._frame(now, ahead=True)
+        if frame is None:
+            return
+        try:
+            result = self.pipeline.process(frame, embed=False)
+        except Exception as exc:  # the next frame's failure, counted like any other
+            self._drop_frame(exc, ahead=True)
+            return
+        self._ahead = (frame, result, now)
+
+    def _decide(self, claimed: str | None, embedding: Array, live: bool) -> Verdict:
         if self.tickets is not None:
-            claimed = self.tickets.read(frame)
             if claimed is None:
                 return self.judge.no_ticket()
             decision = self.matcher.verify(claimed, embedding)
@@ -353,6 +427,9 @@ class GateRuntime:
             if self._unrecorded:
                 self._record_entries()
         finally:
+            self._ahead = None
             self._stop_capture()
             self.camera.close()
-            self.pipeline.wipe()
+            self._wipe_frame()
+            if self.overlap is not None:
+                self.overlap.close()

@@ -3,6 +3,8 @@
 
 * latency from the first frame that shows the face to the relay command, for k = 1 and
   k = 2 agreeing frames;
+* the same for k = 2 with ``[lane] overlap`` off and on, with the camera at 30 fps and at
+  120 fps (there the models, not the camera, set the pace, as on a Pi at 30 fps);
 * throughput of a queue of people (walk-in and passage times below), persons per minute;
 * CPU share and RSS while the lane is empty (camera off) and while it is busy.
 """
@@ -41,15 +43,15 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _lane(cfg: Config, pipe: FacePipeline, work: Path,
-          people: dict[str, Any]) -> tuple[SimulatedLane, SimGate]:
+def _lane(cfg: Config, pipe: FacePipeline, work: Path, people: dict[str, Any],
+          fps: float | None = None) -> tuple[SimulatedLane, SimGate]:
     gate = lone_gate(work / f"state-{time.monotonic_ns()}", cfg=cfg)
     until = int(time.time()) + 86400
     protect = gate.matcher.protector.protect
     gate.cache.upsert([Enrolment(name, 1, until, protect(p["embedding"])[None])
                        for name, p in people.items()])
     lane = SimulatedLane(cfg, pipeline=pipe, matcher=gate.matcher, entries=gate.link,
-                         report=lambda _e: None)
+                         report=lambda _e: None, fps=fps)
     return lane, gate
 
 
@@ -69,10 +71,12 @@ def _people(pipe: FacePipeline, photos: Path, portraits: Path, n: int) -> dict[s
 
 
 def latency(cfg: Config, pipe: FacePipeline, work: Path, people: dict[str, Any], *,
-            k: int, visits: int) -> dict[str, float]:
+            k: int, visits: int, overlap: bool = False,
+            fps: float | None = None) -> dict[str, Any]:
     """First face to relay command over ``visits`` enrolled people."""
-    c = dataclasses.replace(cfg, lane=dataclasses.replace(cfg.lane, k=k, n=max(k, 3)))
-    lane, gate = _lane(c, pipe, work, people)
+    c = dataclasses.replace(cfg, lane=dataclasses.replace(cfg.lane, k=k, n=max(k, 3),
+                                                          overlap=overlap))
+    lane, gate = _lane(c, pipe, work, people, fps)
     lane.start()
     names = list(people)
     for i in range(visits):
@@ -81,7 +85,8 @@ def latency(cfg: Config, pipe: FacePipeline, work: Path, people: dict[str, Any],
     gate.close()
     lat = lane.runtime.stats.latencies_ms
     return {"k": k, "visits": len(lat), "p50_ms": float(np.percentile(lat, 50)),
-            "p95_ms": float(np.percentile(lat, 95))}
+            "p95_ms": float(np.percentile(lat, 95)), "overlap": overlap,
+            "fps": fps or cfg.camera.fps}
 
 
 def throughput(cfg: Config, pipe: FacePipeline, work: Path, people: dict[str, Any], *,
@@ -120,9 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--people", type=int, default=200)
     p.add_argument("--visits", type=int, default=40)
     p.add_argument("--walk", type=float, default=0.5, help="seconds from open to the beam")
+    p.add_argument("--threads", type=int, default=2, choices=range(1, 17), metavar="N",
+                   help="threads per model")
+    p.add_argument("--overlap-fps", type=float, nargs="+", default=[30.0, 120.0],
+                   metavar="FPS", help="camera rates of the overlap off/on comparison")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    cfg = from_dict({"gpio": {"backend": "mock"},
+    if any(not 1 <= f <= 1000 for f in args.overlap_fps):
+        p.error("--overlap-fps: each rate must be between 1 and 1000")
+    cfg = from_dict({"gpio": {"backend": "mock"}, "models": {"threads": args.threads},
                      "lane": {"reentry": True, "open_timeout_s": 3.0,
                               "decide_timeout_s": 4.0}})
     pipe = FacePipeline.from_config(cfg)
@@ -132,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         report: dict[str, Any] = {
             "latency": [latency(cfg, pipe, work, people, k=k, visits=args.visits)
                         for k in (1, 2)],
+            "overlap": [latency(cfg, pipe, work, people, k=2, visits=args.visits,
+                                overlap=o, fps=fps)
+                        for fps in args.overlap_fps for o in (False, True)],
             "throughput": throughput(cfg, pipe, work, people, count=args.people,
                                      walk_s=args.walk)}
     report["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -142,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"first face → relay, k={r['k']}: p50 {r['p50_ms']:.0f} ms, p95 "
               f"{r['p95_ms']:.0f} ms ({r['visits']} visits, {len(people)} enrolled, replay "
               "camera at 30 fps)")
+    for r in report["overlap"]:
+        print(f"k=2, camera at {r['fps']:.0f} fps, overlap {'on ' if r['overlap'] else 'off'}: "
+              f"p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms ({r['visits']} visits)")
     t = report["throughput"]
     print(f"queue of {t['people']}: {t['per_minute']:.0f} persons/min ({t['entered']} entered, "
           f"{t['seconds']:.0f} s; {t['walk_s']} s from open to the beam, half that in it"

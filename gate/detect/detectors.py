@@ -22,6 +22,8 @@ from gate.types import Array
 class Detector(Protocol):
     """What the pipeline needs of a detector."""
 
+    model: Model
+
     def detect(self, image: Array) -> list[Detection]:
         """Faces in ``image``."""
 

@@ -24,6 +24,8 @@ from gate.inference import Model
 from gate.types import Array
 
 INPUT_SIZE = 192
+#: uint8 → [0, 1] as a float32 scalar (a Python float makes numpy compute in float64).
+_TO_UNIT = np.float32(1.0 / 255.0)
 ROI_SCALE = 1.5
 
 # Face-mesh indices (the subject's right eye appears on the image's left).
@@ -76,7 +78,6 @@ class FaceMesh:
         self.model = model
         self.antialias = antialias
         self._crop = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
-        self._tensor = np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), np.float32)
         self._warper = Warper()
 
     def run(self, image: Array, det: Detection) -> Landmarks:
@@ -87,8 +88,7 @@ class FaceMesh:
         else:
             cv2.warpAffine(image, m, (INPUT_SIZE, INPUT_SIZE), dst=self._crop,
                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        np.multiply(self._crop, 1.0 / 255.0, out=self._tensor[0], casting="unsafe")
-        out = self.model.run(self._tensor)
+        out = self.model.run_into(self._fill)
         raw = out["conv2d_21"].reshape(-1, 3).astype(np.float64)
         logit = float(out["conv2d_31"].reshape(-1)[0])
         # OpenCV's 2×3 inverse, not numpy's LAPACK (its thread pool wakes slowly on a
@@ -99,9 +99,12 @@ class FaceMesh:
         presence = 1.0 / (1.0 + np.exp(-np.clip(logit, -50.0, 50.0)))
         return Landmarks(points=np.hstack([xy, z]), presence=float(presence))
 
+    def _fill(self, tensor: Array) -> None:
+        """The crop as the model's input, [0, 1], written into its input tensor."""
+        np.multiply(self._crop, _TO_UNIT, out=tensor[0], casting="unsafe")
+
     def wipe(self) -> None:
-        """Zero-fill the crop, the input tensor and the interpreter's tensors (P2)."""
+        """Zero-fill the crop and the interpreter's tensors (P2)."""
         self._crop.fill(0)
-        self._tensor.fill(0)
         self._warper.wipe()
         self.model.wipe()

@@ -35,7 +35,7 @@ from gate.eval.calibration import calibrate_split
 from gate.eval.datasets import all_pairs
 from gate.eval.det import curve
 from gate.images import load_image
-from gate.pipeline import STAGES, FacePipeline
+from gate.pipeline import MODELS, STAGES, FacePipeline
 from gate.types import Array, Image
 
 FARS = (1e-3, 1e-4)
@@ -96,7 +96,7 @@ def embed_all(pipeline: FacePipeline, paths: Sequence[Path], *, progress: bool =
     passed = np.zeros(len(paths), bool)
     out = Embedded(embeddings=np.zeros((len(paths), pipeline.embedder.dim), np.float32),
                    row=np.full(len(paths), -1, np.int64),
-                   stage_ms={s: [] for s in STAGES}, passed=passed)
+                   stage_ms={s: [] for s in (*STAGES, MODELS)}, passed=passed)
     bar = Progress(len(paths), enabled=progress)
     n = 0
     for i, path in enumerate(paths):

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,8 @@ class Model:
                  backend: str = "auto") -> None:
         self.name = name
         self.threads = threads
+        #: Milliseconds the last :meth:`run` spent inside the runtime's ``invoke``.
+        self.invoke_ms = 0.0
         try:
             self._it, self.backend = _make_interpreter(content, threads, backend)
             self._it.allocate_tensors()
@@ -121,7 +124,22 @@ class Model:
         if tuple(x.shape) != self.input_shape:
             raise ValueError(f"{self.name}: input shape {x.shape} != {self.input_shape}")
         self._it.set_tensor(self._in["index"], x)
+        return self._invoke()
+
+    def run_into(self, fill: Callable[[Array], None]) -> dict[str, Array]:
+        """Like :meth:`run`, but ``fill`` writes the input straight into the interpreter's
+        input tensor (batch first): no buffer of our own to fill, copy and wipe. ``fill``
+        must not keep the array it is given (the runtime refuses to run while a view of
+        its memory is alive)."""
+        view = self._it.tensor(self._in["index"])
+        fill(view())
+        del view
+        return self._invoke()
+
+    def _invoke(self) -> dict[str, Array]:
+        t = time.perf_counter()
         self._it.invoke()
+        self.invoke_ms = (time.perf_counter() - t) * 1000.0
         return {str(d["name"]): self._it.get_tensor(d["index"]) for d in self._outs}
 
     def wipe(self) -> None:

@@ -34,7 +34,9 @@ class Embedder:
         model.resize_batch(batch)
         if model.input_shape != (batch, size, size, 3):
             raise ValueError(f"{model.name}: not a {size}×{size} embedding model")
-        self._tensor = np.zeros((batch, size, size, 3), np.float32)
+        # float32 scalars keep numpy from computing in float64 and casting back.
+        self._mean, self._scale = np.float32(spec.mean), np.float32(spec.scale)
+        self._identity = spec.mean == 0.0 and spec.scale == 1.0
         self.embedding = np.zeros(spec.model.dim, np.float32)
 
     @property
@@ -48,12 +50,16 @@ class Embedder:
         Returns the internal buffer (overwritten by the next call, zeroed by
         :meth:`wipe`); copy it to keep it.
         """
-        np.subtract(crop, self.spec.mean, out=self._tensor[0], casting="unsafe")
-        if self.spec.scale != 1.0:  # SFace normalises inside its graph
-            self._tensor[0] *= self.spec.scale
-        if self.flip_average:
-            self._tensor[1] = self._tensor[0, :, ::-1]
-        out = self.model.run(self._tensor)
+        def fill(tensor: Array) -> None:
+            if self._identity:  # SFace normalises inside its graph: a plain conversion
+                np.copyto(tensor[0], crop, casting="unsafe")
+            else:
+                np.subtract(crop, self._mean, out=tensor[0], casting="unsafe")
+                np.multiply(tensor[0], self._scale, out=tensor[0])
+            if self.flip_average:
+                tensor[1] = tensor[0, :, ::-1]
+
+        out = self.model.run_into(fill)
         raw = next(iter(out.values()))
         np.sum(raw, axis=0, out=self.embedding)
         raw.fill(0)
@@ -65,7 +71,6 @@ class Embedder:
         return self.embedding
 
     def wipe(self) -> None:
-        """Zero-fill the input tensor, the embedding and the interpreter's tensors (P2)."""
-        self._tensor.fill(0)
+        """Zero-fill the embedding and the interpreter's tensors (P2)."""
         self.embedding.fill(0)
         self.model.wipe()

@@ -126,16 +126,24 @@ def relay_closed(lane: SimulatedLane) -> bool:
 def buffers(lane: SimulatedLane, pipeline, matcher, *, fused: bool = True
             ) -> list[np.ndarray]:
     """What holds pixels or an embedding after a frame; with fusion, the judge collects
-    embeddings between frames on purpose, and zeroes them after a dropped frame."""
-    return [lane.camera.frame, pipeline.aligner.crop, pipeline.embedder.embedding,
-            pipeline.detector._canvas, pipeline._gray, matcher._probe,
-            *([lane.runtime.judge._fused] if fused else [])]
+    embeddings between frames on purpose, and zeroes them after a dropped frame. With
+    overlap, a frame read ahead keeps its pixels for the next step, the face before it
+    must be gone."""
+    rt = lane.runtime
+    face = [pipeline.embedder.embedding, matcher._probe,
+            *([rt.overlap.slot] if rt.overlap is not None else []),
+            *([rt.judge._fused] if fused else [])]
+    if rt._ahead is not None:
+        return face
+    return [lane.camera.frame, pipeline.aligner.crop, pipeline.detector._canvas,
+            pipeline._gray, *face]
 
 
 def inject(lane: SimulatedLane, pipeline, matcher, entries, monkeypatch) -> dict[str, Flaky]:
     """Every stage of one frame's analysis, made to fail on demand."""
     rt = lane.runtime
     stages = {"camera": (lane.camera, "_grab"), "pipeline": (pipeline, "process"),
+              "embed": (pipeline.embedder, "embed"),
               "pad": (rt.pad, "check"), "matcher": (matcher, "identify"),
               "verify": (matcher, "verify"), "entries": (entries, "entered_since")}
     if rt.tickets is not None:
@@ -147,20 +155,22 @@ def inject(lane: SimulatedLane, pipeline, matcher, entries, monkeypatch) -> dict
     return out
 
 
-_PLAN = st.lists(st.tuples(st.sampled_from(["camera", "pipeline", "pad", "matcher", "verify",
-                                            "entries", "tickets", None]),
+_PLAN = st.lists(st.tuples(st.sampled_from(["camera", "pipeline", "embed", "pad", "matcher",
+                                            "verify", "entries", "tickets", None]),
                            st.integers(0, len(ERRORS) - 1)), min_size=4, max_size=14)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=FIXTURE_OK)
+@settings(max_examples=60, deadline=None, suppress_health_check=FIXTURE_OK)
 @given(plan=_PLAN, who=st.sampled_from(["biden", "obama3"]),
-       mode=st.sampled_from(["identify", "verify"]), fusion=st.booleans())
+       mode=st.sampled_from(["identify", "verify"]), fusion=st.booleans(),
+       overlap=st.booleans())
 def test_any_failure_of_any_stage_is_contained(config, pipeline, matcher, faces, monkeypatch,
-                                               *, caplog, plan, who, mode, fusion, ledger: Ledger):
+                                               *, caplog, plan, who, mode, fusion, overlap,
+                                               ledger: Ledger):
     caplog.set_level(logging.INFO, logger="gate.runtime")  # the message may show at DEBUG
     entries = Entries()
     lane, clock = make_lane(config, pipeline, matcher, entries, mode=mode, fusion=fusion,
-                            decide_timeout_s=120.0)
+                            overlap=overlap, decide_timeout_s=120.0)
     events: list[dict[str, Any]] = []
     lane.runtime.report = events.append
     with ledger.case(CLASS):

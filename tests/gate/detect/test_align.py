@@ -121,6 +121,6 @@ def test_wipe_zeroes_mesh_and_aligner(photo, parts):
     assert aligner.crop.any() and mesh._crop.any()
     aligner.wipe()
     mesh.wipe()
-    assert not aligner.crop.any() and not mesh._crop.any() and not mesh._tensor.any()
+    assert not aligner.crop.any() and not mesh._crop.any()
     for index in mesh.model.io_indices:
         assert not mesh.model.read_tensor(index).any()
