@@ -10,24 +10,34 @@ TESTDATA := build/testdata/face_recognition
 FACES94 ?= ../shared/datasets/faces94-female
 LFW ?= ../shared/datasets/lfw-dev
 
-.PHONY: all venv models testdata calibration-data calibrate demo test attack lint bench \
-	bench-peer bench-sync bench-lane eval clean distclean install uninstall
+.PHONY: all sysdeps venv models testdata calibration-data calibrate demo test attack lint \
+	bench bench-peer bench-sync bench-lane eval clean distclean install uninstall \
+	test-fresh-debian test-arm64
 
 all: test
+
+# System packages (OpenCV's libraries, Mosquitto, systemd, npm; the camera stack on a Pi):
+# installed when missing by the one script .ci/run uses too; without root it says the
+# `sudo apt-get install …` line and stops.
+sysdeps:
+	@bash tools/sysdeps.sh base
+
+# On Raspberry Pi OS the venv sees apt's picamera2 and libcamera.
+VENV_OPTIONS := $(shell bash tools/sysdeps.sh --venv-options)
 
 venv: $(VENV)/.stamp
 
 # The firmware (gate + sync) and, beside it, the reference central (its own distribution,
 # central/pyproject.toml: never part of the firmware wheel).
-$(VENV)/.stamp: pyproject.toml central/pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+$(VENV)/.stamp: pyproject.toml central/pyproject.toml | sysdeps
+	$(PYTHON) -m venv $(VENV_OPTIONS) $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]' -e ./central
 	touch $@
 
 # Models: verified with the standard library first, so a machine that has them never
 # builds the quantizer's venv.
-models:
+models: sysdeps
 	@$(PYTHON) tools/build_models.py --check 2>/dev/null || $(MAKE) --no-print-directory models-build
 
 .PHONY: models-build
@@ -81,7 +91,7 @@ calibrate: venv models
 	done
 	$(PY) tools/calibrate.py $(foreach m,$(EMBEDDERS),build/calibrate/$(m).json)
 
-demo: venv models testdata calibration-data
+demo: sysdeps venv models testdata calibration-data
 	$(PY) -m gate.sim.demo
 
 lint: venv
@@ -89,10 +99,21 @@ lint: venv
 	$(VENV)/bin/mypy
 
 # pytest exits 5 when it collected nothing; that is a failure here, not a pass.
-test: venv models testdata calibration-data lint
+test: sysdeps venv models testdata calibration-data lint
 	@$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
+
+# The README's two commands, exactly, in a clean Debian 12 root with a fresh clone of HEAD
+# (debootstrap; as root). tools/test-fresh-debian.sh says what the root holds.
+test-fresh-debian:
+	bash tools/test-fresh-debian.sh
+
+# The gate on aarch64 (the Pi's architecture) in an emulated Debian 12 root (qemu-user,
+# binfmt_misc; as root): installed as a Pi installs it, embeddings compared with this
+# machine's, a subset of the suite, gatectl doctor and the demo (tools/test-arm64.sh).
+test-arm64: venv models testdata
+	bash tools/test-arm64.sh
 
 # The hostile-input suite alone (tests marked `hostile`: tests/hostile/ and the attack
 # modules beside the code they attack), ending with its table: class, cases tried, held,

@@ -28,7 +28,8 @@ def mosquitto_binary() -> str:
     if found is None and os.access(_FALLBACK, os.X_OK):
         found = _FALLBACK
     if found is None:
-        raise BrokerError("mosquitto is not installed: apt-get install mosquitto (.ci/run does)")
+        raise BrokerError("mosquitto is not installed: apt-get install mosquitto "
+                          "(tools/sysdeps.sh, which make test runs, does)")
     return found
 
 

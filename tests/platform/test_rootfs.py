@@ -1,0 +1,58 @@
+"""tools/rootfs.py, the clean Debian roots of test-fresh-debian and test-arm64: what can be
+checked without building one (that takes minutes and runs in CI's platform step)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "tools" / "rootfs.py"
+_spec = importlib.util.spec_from_file_location("rootfs", SCRIPT)
+assert _spec and _spec.loader
+rootfs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(rootfs)
+
+
+def test_the_mirror_is_the_one_apt_uses(tmp_path):
+    d = tmp_path / "sources.list.d"
+    d.mkdir()
+    (d / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm\n\n"
+        "Types: deb\nURIs: http://security.example/debian-security\n")
+    assert rootfs.host_mirror((d,)) == "http://mirror.example/debian"
+    one = tmp_path / "sources.list"
+    one.write_text("# comment\ndeb [arch=amd64] http://other.example/debian bookworm main\n")
+    assert rootfs.host_mirror((tmp_path / "none", one)) == "http://other.example/debian"
+    assert rootfs.host_mirror((tmp_path / "none",)) == rootfs.MIRROR_DEFAULT
+
+
+def test_the_emulated_cpuinfo_describes_an_aarch64_core():
+    info = rootfs.AARCH64_CPUINFO
+    assert "CPU part\t: 0xd0b" in info and "asimd" in info and info.count("processor") == 4
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the argument checks come after the root check")
+@pytest.mark.parametrize("include", ["python3;rm -rf /", "a,,b", "Python3", " ", "a b"])
+def test_package_lists_are_refused_in_one_line(tmp_path, include):
+    out = run("build", "--arch", "amd64", "--root", str(tmp_path / "r"), "--include", include)
+    assert out.returncode == 1 and out.stderr.startswith("rootfs: --include")
+    assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the argument checks come after the root check")
+def test_an_unbuilt_root_or_a_bad_bind_is_one_line(tmp_path):
+    out = run("run", "--root", str(tmp_path), "--", "true")
+    assert out.returncode == 1 and "not built" in out.stderr
+    out = run("run", "--root", str(tmp_path), "--bind", "/nonexistent:/x", "--", "true")
+    assert out.returncode == 2 and "EXISTING_HOST_PATH" in out.stderr
