@@ -110,8 +110,8 @@ test-fresh-debian:
 	bash tools/test-fresh-debian.sh
 
 # The gate on aarch64 (the Pi's architecture) in an emulated Debian 12 root (qemu-user,
-# binfmt_misc; as root): installed as a Pi installs it, embeddings compared with this
-# machine's, a subset of the suite, gatectl doctor and the demo (tools/test-arm64.sh).
+# binfmt_misc; as root): installed as a Pi installs it, faces and embeddings compared with
+# this machine's, the store's tests (tools/test-arm64.sh).
 test-arm64: venv models testdata
 	bash tools/test-arm64.sh
 
