@@ -41,7 +41,7 @@ HOST_FILES = ("/etc/resolv.conf", "/etc/ssl/certs/ca-certificates.crt", "/etc/pi
 #: Environment passed into the root (everything else is dropped).
 PASS_ENV = ("PIP_CERT", "PIP_DEFAULT_TIMEOUT", "PIP_DISABLE_PIP_VERSION_CHECK",
             "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
-            "http_proxy", "https_proxy", "no_proxy", "NODE_EXTRA_CA_CERTS")
+            "http_proxy", "https_proxy", "no_proxy", "NODE_EXTRA_CA_CERTS", "QEMU_CPU")
 
 
 class RootfsError(Exception):
