@@ -38,6 +38,9 @@ AARCH64_CPUINFO = "".join(
 #: Host files a root needs to reach the registries exactly as the host does.
 HOST_FILES = ("/etc/resolv.conf", "/etc/ssl/certs/ca-certificates.crt", "/etc/pip.conf",
               "/root/.npmrc", "/etc/npmrc", "/usr/etc/npmrc")
+#: What Debian's installer writes and debootstrap does not: without it "localhost" does
+#: not resolve in the root (the broker tests connect to it).
+HOSTS = "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n"
 #: Environment passed into the root (everything else is dropped).
 PASS_ENV = ("PIP_CERT", "PIP_DEFAULT_TIMEOUT", "PIP_DISABLE_PIP_VERSION_CHECK",
             "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
@@ -177,6 +180,9 @@ def copy_host_files(root: Path) -> None:
             dst = root / name.lstrip("/")
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
+    hosts = root / "etc" / "hosts"
+    if not hosts.is_file() or "localhost" not in hosts.read_text(errors="replace"):
+        hosts.write_text(HOSTS)
     xdg = Path("/etc/xdg/pip")
     if xdg.is_dir():
         shutil.copytree(xdg, root / "etc/xdg/pip", dirs_exist_ok=True)

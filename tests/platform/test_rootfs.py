@@ -56,3 +56,13 @@ def test_an_unbuilt_root_or_a_bad_bind_is_one_line(tmp_path):
     assert out.returncode == 1 and "not built" in out.stderr
     out = run("run", "--root", str(tmp_path), "--bind", "/nonexistent:/x", "--", "true")
     assert out.returncode == 2 and "EXISTING_HOST_PATH" in out.stderr
+
+
+def test_a_root_resolves_localhost_like_an_installed_debian(tmp_path):
+    """debootstrap writes no /etc/hosts: without one the broker tests cannot reach
+    "localhost" in the root (found by test-fresh-debian's first CI run)."""
+    rootfs.copy_host_files(tmp_path)
+    assert "127.0.0.1\tlocalhost" in (tmp_path / "etc" / "hosts").read_text()
+    (tmp_path / "etc" / "hosts").write_text("10.0.0.1 gate\n")  # kept only with localhost
+    rootfs.copy_host_files(tmp_path)
+    assert "localhost" in (tmp_path / "etc" / "hosts").read_text()
