@@ -10,11 +10,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROOT=${FRESH_ROOT:-build/roots/debian12-amd64}
+BASE=${FRESH_ROOT:-build/roots/debian12-amd64}  # built once, never run in
+ROOT=$BASE-run                                   # a fresh copy of it for each run
 PY=${PYTHON:-python3}
 
 bash tools/sysdeps.sh rootfs
-$PY tools/rootfs.py build --arch amd64 --root "$ROOT" \
+$PY tools/rootfs.py build --arch amd64 --root "$BASE" \
     --include python3,python3-venv,make,git,ca-certificates --apt npm
 
 # The README's quick start, as .ci/run reads it.
@@ -24,7 +25,13 @@ quick_start=$(awk '/^```sh$/ {inside=1; next} /^```$/ {if (inside) exit} inside'
     exit 1
 }
 
-rm -rf "$ROOT/work"
+# Each run starts from the pristine root: the last run's make installed packages in its copy.
+if mount | grep -q " $PWD/$ROOT/"; then
+    echo "test-fresh-debian: $ROOT still has mounts; unmount them first" >&2
+    exit 1
+fi
+rm -rf "$ROOT"
+cp -a "$BASE" "$ROOT"
 mkdir -p "$ROOT/work"
 git clone -q --no-hardlinks "$PWD" "$ROOT/work/gate"
 binds=()
