@@ -347,7 +347,13 @@ class GateRuntime:
             assert result.embedding is not None
             probe = result.embedding
         else:
+            dropped = self.stats.frame_errors.total
             probe = self._embed_while_reading_ahead()
+            if self.stats.frame_errors.total > dropped and self.judge.fusion_k is not None:
+                # The frame read ahead was dropped: like any dropped frame, it ends the
+                # fusion run (its buffer zeroed), and this frame starts no new one.
+                self.judge.reset()
+                return self.judge.pending()
         embedding = self.judge.fuse(probe)
         if embedding is None:
             return self.judge.pending()

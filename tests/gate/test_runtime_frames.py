@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gate.camera.base import CameraError, Mode
@@ -161,6 +161,10 @@ _PLAN = st.lists(st.tuples(st.sampled_from(["camera", "pipeline", "embed", "pad"
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=FIXTURE_OK)
+# Found in a clean Debian root: with overlap and fusion, a failed frame read ahead must end
+# the fusion run like any dropped frame.
+@example(plan=[("camera", 0), ("matcher", 0), ("verify", 0), ("camera", 0)], who="biden",
+         mode="identify", fusion=True, overlap=True)
 @given(plan=_PLAN, who=st.sampled_from(["biden", "obama3"]),
        mode=st.sampled_from(["identify", "verify"]), fusion=st.booleans(),
        overlap=st.booleans())
