@@ -11,6 +11,7 @@ so a new edge fails here before anyone has to draw the graph again:
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 import tomllib
 from collections import defaultdict
@@ -209,6 +210,29 @@ def test_the_firmware_wheel_holds_no_central():
     assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["gate*", "sync*"]
     central = tomllib.loads((ROOT / "central" / "pyproject.toml").read_text())
     assert central["project"]["scripts"] == {"facepass-central": "central.cli:entry"}
+
+
+def test_package_discovery_stays_out_of_build(tmp_path):
+    """``pip install .`` finds the packages without walking build/, where the platform
+    checks keep whole Debian roots whose symlinks loop (it once spun there for minutes)."""
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"]["find"]
+    for pkg in ("gate", "gate/camera", "sync"):
+        (tmp_path / pkg).mkdir(parents=True)
+        (tmp_path / pkg / "__init__.py").touch()
+    doc = tmp_path / "build/roots/debian/usr/share/doc/node-a"
+    doc.mkdir(parents=True)
+    for name in ("node-b", "node-c"):  # two links back up: 2^40 paths before ELOOP
+        (doc / name).symlink_to("..")
+    finder = "PEP420PackageFinder" if find.get("namespaces", True) else "PackageFinder"
+    code = (f"from setuptools.discovery import {finder} as F; "
+            f"print(sorted(F.find({str(tmp_path)!r}, include={find['include']!r})))")
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=30, check=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail("package discovery walks build/ (set namespaces = false)")
+    assert done.stdout.strip() == "['gate', 'gate.camera', 'sync']"
 
 
 def test_backends_are_named_in_one_place():
