@@ -7,7 +7,8 @@
 #   tools/sysdeps.sh --venv-options  print the options `python3 -m venv` needs here
 #
 # Profiles: runtime (a gate), base (the runtime's plus what the demo and the tests need),
-# rootfs (a clean Debian root: test-fresh-debian), arm64 (an emulated aarch64 root).
+# pi-pypi (picamera2 from PyPI where apt's is missing), rootfs (a clean Debian root:
+# test-fresh-debian), arm64 (an emulated aarch64 root).
 #
 # As root with apt-get it installs what is missing. Otherwise it prints the one
 # `sudo apt-get install …` line (when sudo exists) or says that it cannot, and fails:
@@ -44,9 +45,15 @@ wanted() {
             command -v npm >/dev/null 2>&1 || echo npm
             python3 -c 'import ensurepip, venv' 2>/dev/null || echo python3-venv
             ;;
+        pi-pypi)
+            # Where Raspberry Pi OS's python3-picamera2 is not to be had (plain Debian on
+            # arm64, the emulated check): pip builds two of picamera2's dependencies from
+            # source, python-prctl (libcap) and PiDNG, and libarchive-c loads libarchive.
+            echo gcc libc6-dev python3-dev libcap-dev libarchive13
+            ;;
         rootfs) echo debootstrap ;;
         arm64) echo debootstrap qemu-user-static binfmt-support ;;
-        *) echo "sysdeps: unknown profile '$profile' (runtime, base, rootfs, arm64)" >&2
+        *) echo "sysdeps: unknown profile '$profile' (runtime, base, pi-pypi, rootfs, arm64)" >&2
            return 2 ;;
     esac
 }

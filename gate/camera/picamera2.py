@@ -39,8 +39,14 @@ class Picamera2Camera(Camera[Picamera2Options]):
     def _open(self) -> None:
         try:
             from picamera2 import Picamera2
-        except ImportError:
-            raise CameraError("picamera2 is not installed (apt install python3-picamera2)"
+        except ImportError as exc:
+            if exc.name == "picamera2":
+                raise CameraError("picamera2 is not installed (apt install python3-picamera2)"
+                                  ) from None
+            # PyPI's picamera2 installs without libcamera's bindings, which only Raspberry
+            # Pi OS ships: say which module is missing and where it comes from.
+            raise CameraError(f"picamera2 cannot load {exc.name or exc} (apt install "
+                              "python3-libcamera python3-picamera2, from Raspberry Pi OS)"
                               ) from None
         try:
             cam = Picamera2(self.options.camera)

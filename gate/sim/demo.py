@@ -39,34 +39,47 @@ from gate.pipeline import FacePipeline
 from gate.runtime import log_event
 from gate.sim.lane import Kind, SimulatedLane, Visitor, at_lane_distance
 from gate.sim.venue import SimGate, open_gate
+from gate.types import Image
 from sync.templates import Enrolment
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 GATE, VENUE, EVENT = "lane-1", "demo-arena", "demo-final"
 
 
+def _pace(text: str) -> float:
+    value = float(text)
+    if not 1.0 <= value <= 100.0:
+        raise argparse.ArgumentTypeError(f"{text}: a factor from 1 to 100")
+    return value
+
+
 class Printer:
-    """Timestamped lines from the lane and from the script."""
+    """Timestamped lines from the lane and from the script; keeps the lane's events."""
 
     def __init__(self) -> None:
         self.t0 = time.monotonic()
+        self.events: list[str] = []
 
     def line(self, text: str) -> None:
         print(f"  {time.monotonic() - self.t0:6.2f} s  {text}", flush=True)
 
     def lane(self, e: dict[str, Any]) -> None:
+        self.events.append(str(e["event"]))
         prompt = f' · shows "{e["prompt"]}"' if e.get("prompt") else ""
         self.line(f"[{e['phase']:>9}] {e['event']} · lights: {e['indication']}{prompt}")
         log_event(e)  # the firmware's own log line, as the service writes it
 
 
-def _config(workdir: Path, models: Path) -> Config:
+OPEN_TIMEOUT_S, DECIDE_TIMEOUT_S = 3.0, 4.0
+
+
+def _config(workdir: Path, models: Path, pace: float) -> Config:
     return from_dict({"models": {"dir": str(models)},
                       "gate": {"id": GATE, "venue": VENUE, "event": EVENT},
                       "cache": {"dir": str(workdir / "state")},
                       "gpio": {"backend": "mock"},
-                      "lane": {"k": 2, "n": 3, "open_timeout_s": 3.0,
-                               "decide_timeout_s": 4.0}})
+                      "lane": {"k": 2, "n": 3, "open_timeout_s": OPEN_TIMEOUT_S * pace,
+                               "decide_timeout_s": DECIDE_TIMEOUT_S * pace}})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=ROOT / "build/demo")
     p.add_argument("--no-broker", action="store_true", help="outbox only, even with mosquitto")
     p.add_argument("--record-mqtt", type=Path, help="write every broker message here (tests)")
+    p.add_argument("--pace", type=_pace, default=1.0,
+                   help="stretch the lane's timeouts for a host this many times slower "
+                        "than a gate (an emulated CPU: 10 to 30); 1 on real hardware")
     p.add_argument("--log-level", choices=("debug", "info", "warning"), default=None,
                    help="also write the firmware's own log lines (journald style) to stderr")
     args = p.parse_args(argv)
@@ -93,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
 class CentralProcess:
     """The reference central, run as separate processes through its command line."""
 
-    def __init__(self, venue: Path, models: Path) -> None:
+    def __init__(self, venue: Path, models: Path, *, timeout_s: float = 120) -> None:
         self.venue = venue
+        self.timeout_s = timeout_s
         # Central embeds enrolment photos with the same (verified) model files as the gate.
         self.env = {**os.environ, "GATE_MODELS_DIR": str(models)}
         self.port: int | None = None
@@ -106,7 +123,7 @@ class CentralProcess:
         if self.port is not None and command not in ("init-venue", "broker"):
             cmd += ["--port", str(self.port)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT,
-                              timeout=120, env=self.env)
+                              timeout=self.timeout_s, env=self.env)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
             raise GateError(f"central {command} failed: {last}")
@@ -141,14 +158,16 @@ def _run(args: argparse.Namespace) -> int:
     out = Printer()
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
-    cfg = _config(args.workdir, args.models)
+    cfg = _config(args.workdir, args.models, args.pace)
+    if args.pace != 1:
+        print(f"paced for a slow host: the lane's timeouts ×{args.pace:g}")
     print(f"models in {args.models}:")
     for role, pin in manifest().items():
         read_verified(args.models, role)
         print(f"  ✓ {pin.name:<36} sha256 {pin.sha256[:16]}…")
     pipe = FacePipeline.from_config(cfg)
     venue = args.workdir / "venue"
-    central = CentralProcess(venue, args.models)
+    central = CentralProcess(venue, args.models, timeout_s=120 * args.pace)
     central.run("init-venue", "--venue", VENUE, "--event", EVENT, "--gates", GATE,
                 "--host", "127.0.0.1")
     online = False
@@ -167,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if online:
             gate.link.start()
-            gate.link.wait_connected(10)
+            gate.link.wait_connected(10 * args.pace)
         photos = _photos(args)
         people = {k: at_lane_distance(load_image(p), pipe) for k, p in photos.items()}
         print("\nenrolment (central: photo → embedding → protected template; photo dropped)")
@@ -180,7 +199,7 @@ def _run(args: argparse.Namespace) -> int:
                 _enrol_offline(gate, pipe, attendee, photo)
             out.line(f"enrolled {attendee}")
         if online:
-            _wait(lambda: gate.cache.status().attendees == len(enrolled), 10)
+            _wait(lambda: gate.cache.status().attendees == len(enrolled), 10 * args.pace)
             if "deleted: visitor-c" not in central.run("revoke", "visitor-c"):
                 raise GateError("demo: no signed deletion receipt for visitor-c")
             out.line("revoked visitor-c: signed deletion receipt verified by central")
@@ -188,40 +207,63 @@ def _run(args: argparse.Namespace) -> int:
             gate.cache.revoke("visitor-c", 2)
             out.line("revoked visitor-c")
         lane = SimulatedLane(cfg, pipeline=pipe, matcher=gate.matcher, entries=gate.link,
-                             report=out.lane)
+                             report=out.lane, pace=args.pace)
         lane.start()
-        script = [("visitor-a (enrolled) steps into the lane",
-                   Visitor("a", (people["a_probe"],))),
-                  ("a stranger (not enrolled) steps into the lane",
-                   Visitor("b", (people["b"],))),
-                  ("visitor-c (enrolment cancelled) steps into the lane",
-                   Visitor("c", (people["c"],))),
-                  ("two people step into the lane together",
-                   Visitor("ab", (people["a_probe"], people["b"]))),
-                  ("the fire alarm goes off", Visitor("fire", kind=Kind.EMERGENCY)),
-                  ("visitor-e (enrolled) steps in, then stops at the open flapper",
-                   Visitor("e", (people["e"],), Kind.STAY)),
-                  ("visitor-a tries again (already inside)",
-                   Visitor("a2", (people["a_probe"],)))]
         print("\nthe queue")
-        for title, visitor in script:
-            out.line(f"→ {title}")
-            lane.visit(visitor, patience_s=cfg.lane.decide_timeout_s + 1)
+        wrong = _play_queue(lane, people, out)
         lane.stop()
         stats = lane.runtime.stats
         lat = ", ".join(f"{v:.0f}" for v in stats.latencies_ms)
         print(f"\nframes analysed {stats.frames}; decisions {stats.decisions}; entries "
               f"{stats.entries}; sent to the staffed lane {stats.denials}; first face → "
               f"flapper open: {lat} ms")
-        _report_events(central, gate, online, stats.entries)
+        _report_events(central, gate, online, stats.entries, args.pace)
+        if wrong:
+            raise GateError(f"the lane did not do what the queue expects: {'; '.join(wrong)}")
     finally:
         gate.close()
         if recorder is not None:
             recorder.disconnect()
             recorder.loop_stop()
         central.stop_broker()
-    print("\nnext: `make test`, `make eval` (accuracy), `make bench` (speed)")
+    print(f"\nall {len(QUEUE)} steps of the queue went as expected")
+    print("next: `make test`, `make eval` (accuracy), `make bench` (speed)")
     return 0
+
+
+# The scripted queue: who steps up, and the lane events each turn must show (in order).
+QUEUE: tuple[tuple[str, str, Kind, tuple[str, ...]], ...] = (
+    ("visitor-a (enrolled) steps into the lane", "a_probe", Kind.WALK,
+     ("recognised: flapper open", "passage confirmed: entry recorded")),
+    ("a stranger (not enrolled) steps into the lane", "b", Kind.WALK,
+     ("denied: not recognised",)),
+    ("visitor-c (enrolment cancelled) steps into the lane", "c", Kind.WALK,
+     ("denied: not recognised",)),
+    ("two people step into the lane together", "a_probe+b", Kind.WALK,
+     ("two people in front of the camera", "denied: no decision in time")),
+    ("the fire alarm goes off", "", Kind.EMERGENCY, ("emergency: lane open",)),
+    ("visitor-e (enrolled) steps in, then stops at the open flapper", "e", Kind.STAY,
+     ("recognised: flapper open", "no passage before the timeout")),
+    ("visitor-a tries again (already inside)", "a_probe", Kind.WALK,
+     ("denied: already entered",)),
+)
+
+
+def _play_queue(lane: SimulatedLane, people: dict[str, Image], out: Printer) -> list[str]:
+    """Play the queue; what went differently from QUEUE, one phrase per step."""
+    wrong = []
+    for title, who, kind, expected in QUEUE:
+        out.line(f"→ {title}")
+        seen = len(out.events)
+        faces = tuple(people[k] for k in who.split("+") if k)
+        lane.visit(Visitor(who or kind.value, faces, kind),
+                   patience_s=DECIDE_TIMEOUT_S + 1)
+        events = iter(out.events[seen:])
+        missing = [e for e in expected if not any(e in got for got in events)]
+        if missing:
+            saw = ", ".join(out.events[seen:]) or "nothing"
+            wrong.append(f"{title}: no '{missing[0]}' (saw: {saw})")
+    return wrong
 
 
 def _photos(args: argparse.Namespace) -> dict[str, Path]:
@@ -256,10 +298,10 @@ def _wait(cond: Any, timeout: float) -> None:
 
 
 def _report_events(central: CentralProcess, gate: SimGate, online: bool,
-                   entries: int) -> None:
+                   entries: int, pace: float) -> None:
     if online:
-        _wait(lambda: gate.link.outbox_depth() == 0, 10)
-        central.run("listen", "--events", str(entries), "--seconds", "10")
+        _wait(lambda: gate.link.outbox_depth() == 0, 10 * pace)
+        central.run("listen", "--events", str(entries), "--seconds", f"{10 * pace:g}")
         events = [json.loads(line) for line in
                   central.run("events", "--json").splitlines() if line.strip()]
         print(f"entry events received by central ({len(events)}), each once:")

@@ -97,8 +97,11 @@ class SimulatedLane:
 
     def __init__(self, cfg: Config, *, pipeline: FacePipeline, matcher: Matcher,
                  entries: EntryLog, report: Callable[[dict[str, Any]], None] | None = None,
-                 fps: float | None = None) -> None:
+                 fps: float | None = None, pace: float = 1.0) -> None:
         self.cfg = cfg
+        # How much slower than real time the host runs the models (emulation: ~100x
+        # slower per frame): the simulator's own waits for the gate stretch by it.
+        self.pace = pace
         self.factory = idle_mock_factory(cfg.gpio)
         g = cfg.gpio
         self.io = GateIO(g, pin_factory=self.factory).open()
@@ -144,7 +147,7 @@ class SimulatedLane:
         self.io.close()
 
     def _wait(self, cond: Callable[[], bool], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * self.pace
         while time.monotonic() < deadline:
             if cond():
                 return True
@@ -177,8 +180,10 @@ class SimulatedLane:
             self._wait(lambda: phase.phase is Phase.PASSED, 2.0)
             time.sleep(walk_s / 2)
             self.passage(False)
-        elif opened:  # stands still until the flapper gives up
-            self._wait(lambda: phase.phase is not Phase.OPEN, self.cfg.lane.open_timeout_s + 2)
+        elif opened:  # stands still until the flapper gives up (the config's timeout is the
+            # gate's own, already set for this host: not stretched a second time)
+            self._wait(lambda: phase.phase is not Phase.OPEN,
+                       self.cfg.lane.open_timeout_s / self.pace + 2)
         self.scene = None
         self.presence(False)
         self._wait(lambda: phase.phase is Phase.IDLE, 3.0)

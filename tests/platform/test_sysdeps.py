@@ -129,6 +129,9 @@ def test_platform_profiles_list_their_tools(tmp_path):
     assert run(env, "--missing", "rootfs").stdout.split() == ["debootstrap"]
     assert run(env, "--missing", "arm64").stdout.split() == [
         "binfmt-support", "debootstrap", "qemu-user-static"]
+    # picamera2 from PyPI (no Raspberry Pi OS): what pip needs to build its dependencies.
+    assert run(env, "--missing", "runtime", "pi-pypi").stdout.split() == [
+        "gcc", "libarchive13", "libc6-dev", "libcap-dev", "python3-dev"]
 
 
 def test_make_demo_test_and_ci_use_the_one_list():

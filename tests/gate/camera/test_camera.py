@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 import time
 
 import cv2
@@ -115,3 +116,19 @@ def test_picamera2_missing_is_a_clear_camera_error():
     cam = open_camera("picamera2", "", Mode(640, 480, 30))
     with pytest.raises(CameraError, match="picamera2 is not installed"):
         cam.open()
+
+
+def test_picamera2_without_libcamera_says_what_is_missing(tmp_path, monkeypatch):
+    """PyPI's picamera2 installs on any aarch64 Debian but imports libcamera, which only
+    Raspberry Pi OS ships (what `make test-arm64` found)."""
+    fake = tmp_path / "picamera2"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("import libcamera_absent_here\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    cam = open_camera("picamera2", "", Mode(640, 480, 30))
+    with pytest.raises(CameraError) as exc:
+        cam.open()
+    assert str(exc.value) == ("picamera2 cannot load libcamera_absent_here (apt install "
+                              "python3-libcamera python3-picamera2, from Raspberry Pi OS)")
+    assert not cam.is_open

@@ -10,6 +10,7 @@ import pytest
 from gate.cli.main import main
 from gate.exitcodes import EXIT_CONFIG, EXIT_DATA, EXIT_MODELS, EXIT_OK, EXIT_USAGE
 from gate.models import manifest
+from gate.sim import demo as demo_module
 from gate.sim.demo import main as demo
 from tests.support import PORTRAITS
 
@@ -182,9 +183,52 @@ def test_demo_without_a_broker_keeps_events_in_the_outbox(photos, models_dir, tm
     out = capsys.readouterr().out
     assert "recognised: flapper open" in out
     assert "entry events waiting in the outbox for a broker: 1" in out
+    assert "all 7 steps of the queue went as expected" in out
 
 
 def test_demo_without_portraits_says_what_to_run(photos, models_dir, tmp_path, capsys):
     assert demo(["--workdir", str(tmp_path / "w"), "--models", str(models_dir), "--photos",
                  str(photos), "--portraits", str(tmp_path), "--no-broker"]) == 1
     assert "make calibration-data" in capsys.readouterr().err
+
+
+class _ScriptedLane:
+    """Stands in for the simulated lane: each visit reports the given events."""
+
+    def __init__(self, out, turns):
+        self.out, self.turns = out, iter(turns)
+
+    def visit(self, _visitor, *, patience_s):
+        assert patience_s > 0
+        for event in next(self.turns):
+            self.out.lane({"phase": "x", "event": event, "indication": "off"})
+
+
+def _queue_as_expected():
+    return [expected for *_, expected in demo_module.QUEUE]
+
+
+def test_demo_checks_each_turn_of_its_queue(monkeypatch):
+    d = demo_module
+    monkeypatch.setattr(d, "log_event", lambda _e: None)
+    people = dict.fromkeys(("a_probe", "b", "c", "e"))
+    out = d.Printer()
+    assert d._play_queue(_ScriptedLane(out, _queue_as_expected()), people, out) == []
+    # The revoked attendee let in; the two people's events in the wrong order.
+    turns = _queue_as_expected()
+    turns[2] = ("recognised: flapper open", "passage confirmed: entry recorded")
+    turns[3] = tuple(reversed(turns[3]))
+    out = d.Printer()
+    wrong = d._play_queue(_ScriptedLane(out, turns), people, out)
+    assert len(wrong) == 2
+    assert wrong[0].startswith("visitor-c (enrolment cancelled) steps into the lane: "
+                               "no 'denied: not recognised' (saw: recognised: flapper open")
+    assert "two people" in wrong[1]
+
+
+@pytest.mark.parametrize("pace", ["0", "0.5", "-3", "101", "nan", "fast", ""])
+def test_demo_refuses_a_bad_pace(pace, capsys):
+    with pytest.raises(SystemExit) as exc:
+        demo(["--pace", pace])
+    assert exc.value.code == 2
+    assert "--pace" in capsys.readouterr().err
