@@ -210,19 +210,35 @@ def test_syscall_filter_keeps_mlock_and_prctl_allowed():
 
 # --- systemd's own checks -------------------------------------------------------------------
 
+def verify(root: Path) -> subprocess.CompletedProcess[str]:
+    """``systemd-analyze verify`` of the unit staged in ``root`` (with its drop-ins)."""
+    return analyze("verify", f"--root={root}", str(root / "etc/systemd/system/gate.service"))
+
+
+def verified_clean(done: subprocess.CompletedProcess[str]) -> bool:
+    # Warnings (unknown keys, bad values) leave the exit code 0: no output is the bar.
+    return done.returncode == 0 and not (done.stdout + done.stderr).strip()
+
+
+def exposure(done: subprocess.CompletedProcess[str]) -> float:
+    """The overall exposure level ``systemd-analyze security`` printed."""
+    assert done.returncode == 0, done.stderr
+    m = re.search(r"Overall exposure level for gate\.service: (\d+(?:\.\d+)?)", done.stdout)
+    assert m, done.stdout[-500:]
+    return float(m.group(1))
+
+
 @needs_analyze
 def test_verify_passes_in_a_root_with_the_executable(tmp_path):
-    root = staged_root(tmp_path)
-    done = analyze("verify", f"--root={root}", str(root / "etc/systemd/system/gate.service"))
-    # Warnings (unknown keys, bad values) leave the exit code 0: no output is the bar.
-    assert done.returncode == 0 and not (done.stdout + done.stderr).strip(), done.stderr
+    done = verify(staged_root(tmp_path))
+    assert verified_clean(done), done.stderr
 
 
 @needs_analyze
 def test_verify_really_checks_the_executable_and_unknown_keys(tmp_path):
     root = staged_root(tmp_path, with_binary=False)
     unit = root / "etc/systemd/system/gate.service"
-    done = analyze("verify", f"--root={root}", str(unit))
+    done = verify(root)
     assert done.returncode != 0 and "/opt/gate/venv/bin/gatectl" in done.stderr
     unit.write_text(UNIT.read_text().replace("LockPersonality=", "LockPersonalty="))
     done = analyze("verify", str(unit))
@@ -232,10 +248,7 @@ def test_verify_really_checks_the_executable_and_unknown_keys(tmp_path):
 @needs_analyze
 def test_exposure_score_is_at_most_2_5():
     done = analyze("security", "--offline=true", str(UNIT))
-    assert done.returncode == 0, done.stderr
-    m = re.search(r"Overall exposure level for gate\.service: (\d+(?:\.\d+)?)", done.stdout)
-    assert m, done.stdout[-500:]
-    assert float(m.group(1)) <= MAX_EXPOSURE, done.stdout
+    assert exposure(done) <= MAX_EXPOSURE, done.stdout
 
 
 @pytest.mark.skipif(shutil.which("systemd-sysusers") is None,
