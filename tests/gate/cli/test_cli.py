@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
+import numpy as np
 import pytest
 
 from gate.cli.main import main
@@ -12,6 +14,7 @@ from gate.exitcodes import EXIT_CONFIG, EXIT_DATA, EXIT_MODELS, EXIT_OK, EXIT_US
 from gate.models import manifest
 from gate.sim import demo as demo_module
 from gate.sim.demo import main as demo
+from gate.sim.lane import SimulatedLane
 from tests.support import PORTRAITS
 
 
@@ -211,15 +214,16 @@ def _queue_as_expected():
 def test_demo_checks_each_turn_of_its_queue(monkeypatch):
     d = demo_module
     monkeypatch.setattr(d, "log_event", lambda _e: None)
-    people = dict.fromkeys(("a_probe", "b", "c", "e"))
+    people = {k: np.zeros((2, 2, 3), np.uint8) for k in ("a_probe", "b", "c", "e")}
     out = d.Printer()
-    assert d._play_queue(_ScriptedLane(out, _queue_as_expected()), people, out) == []
+    lane = cast(SimulatedLane, _ScriptedLane(out, _queue_as_expected()))
+    assert d._play_queue(lane, people, out) == []
     # The revoked attendee let in; the two people's events in the wrong order.
     turns = _queue_as_expected()
     turns[2] = ("recognised: flapper open", "passage confirmed: entry recorded")
     turns[3] = tuple(reversed(turns[3]))
     out = d.Printer()
-    wrong = d._play_queue(_ScriptedLane(out, turns), people, out)
+    wrong = d._play_queue(cast(SimulatedLane, _ScriptedLane(out, turns)), people, out)
     assert len(wrong) == 2
     assert wrong[0].startswith("visitor-c (enrolment cancelled) steps into the lane: "
                                "no 'denied: not recognised' (saw: recognised: flapper open")
