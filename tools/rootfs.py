@@ -89,13 +89,26 @@ def binfmt_ready(arch: str) -> str | None:
     return None
 
 
+def mounted_under(root: Path, mounts: Path = Path("/proc/self/mounts")) -> list[str]:
+    """Mount points inside ``root`` (a run that was killed may have left its binds)."""
+    inside = str(root.resolve()) + "/"
+    points = [line.split()[1] for line in mounts.read_text().splitlines() if line.strip()]
+    return [p for p in points if (p + "/").startswith(inside)]
+
+
 def build(arch: str, root: Path, include: str, mirror: str, apt: str = "") -> int:
     """debootstrap a minbase root once, then ``apt`` packages with apt-get inside it
     (debootstrap's own resolver cannot install packages that depend on virtual ones,
-    npm's for instance); 0 when ready, SKIP when the arch cannot run here."""
-    if (root / ".complete").exists():
-        print(f"rootfs: {root} is ready (delete it to rebuild)")
-        return 0
+    npm's for instance); 0 when ready, SKIP when the arch cannot run here. A root built
+    with other packages is built again: a cached root must not hide a missing one."""
+    spec = f"{arch} {SUITE} {include} {apt}\n"
+    marker = root / ".complete"
+    if marker.exists():
+        if marker.read_text() == spec:
+            print(f"rootfs: {root} is ready (delete it to rebuild)")
+            return 0
+        print(f"rootfs: {root} was built with other packages ({marker.read_text().strip()});"
+              " building it again")
     why = binfmt_ready(arch)
     if why is not None:
         print(f"rootfs: skipped, {arch} cannot run on this machine: {why}")
@@ -103,7 +116,10 @@ def build(arch: str, root: Path, include: str, mirror: str, apt: str = "") -> in
     if shutil.which("debootstrap") is None:
         raise RootfsError("debootstrap is not installed: bash tools/sysdeps.sh rootfs")
     if root.exists():
-        shutil.rmtree(root)  # a half-built root from an interrupted run
+        busy = mounted_under(root)
+        if busy:  # never delete through a bind mount into the host
+            raise RootfsError(f"{busy[0]} is still mounted: umount -R -l it, then run again")
+        shutil.rmtree(root)  # a half-built or outdated root
     root.parent.mkdir(parents=True, exist_ok=True)
     print(f"rootfs: debootstrap {arch} {SUITE} into {root} from {mirror} (a few minutes)")
     cmd = ["debootstrap", f"--arch={arch}", "--variant=minbase", f"--include={include}",
@@ -126,7 +142,7 @@ def build(arch: str, root: Path, include: str, mirror: str, apt: str = "") -> in
                     tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
                     raise RootfsError(f"{' '.join(cmd[:2])} in the root failed: "
                                       f"{' | '.join(tail)}")
-    (root / ".complete").write_text(f"{arch} {SUITE} {include} {apt}\n")
+    marker.write_text(spec)
     return 0
 
 

@@ -20,7 +20,11 @@
 #  5. the demo, whole (central's processes, Mosquitto with mutual TLS, the queue of seven
 #     turns, which it checks itself), with the lane's timeouts stretched (--pace): under
 #     qemu-user a frame takes about a second. The rest of the suite is left to a real Pi
-#     (`make test` there).
+#     (`make test` there);
+#  6. `make install` as docs/install.md says (in a chroot, as for an SD-card image: no
+#     systemd running, so no daemon-reload), the installed gatectl's doctor finding the
+#     installed models, `systemd-analyze verify` of the installed unit from the host, then
+#     `make uninstall --purge` leaving nothing behind.
 #
 # Timings under emulation are not performance figures. Where the kernel refuses
 # binfmt_misc this says so in one line and exits 0; on a real Pi run `make demo` and
@@ -40,7 +44,7 @@ PY=${PYTHON:-python3}
 bash tools/sysdeps.sh arm64
 rc=0
 $PY tools/rootfs.py build --arch arm64 --root "$ROOT" \
-    --include python3,python3-venv,python3-pip,ca-certificates,make,libgl1,libglib2.0-0,mosquitto \
+    --include python3,python3-venv,python3-pip,ca-certificates,make,libgl1,libglib2.0-0,mosquitto,systemd \
     || rc=$?
 if [ $rc -eq 77 ]; then
     echo "test-arm64: skipped (see the line above); on a real Pi: make demo && make test"
@@ -117,5 +121,26 @@ print("test-arm64: doctor checked", len(r["checks"]), "items; models ok")
 EOF
 echo "test-arm64: the demo, paced for emulation (its timings are not performance figures)"
 /opt/venv/bin/python -m gate.sim.demo --pace 10
+echo "test-arm64: make install, as docs/install.md says"
+make install INSTALL_ARGS=-y
+/usr/local/bin/gatectl doctor --json > /tmp/doctor-installed.json || true
+/opt/venv/bin/python - <<EOF
+import json
+checks = {c["name"]: c for c in json.load(open("/tmp/doctor-installed.json"))["checks"]}
+assert checks["models"]["status"] == "ok", checks["models"]
+print("test-arm64: the installed gatectl finds its models:", checks["models"]["detail"])
+EOF
+'
+echo "test-arm64: systemd-analyze verify of the unit installed in the arm64 root"
+out=$(systemd-analyze verify --root="$ROOT" "$ROOT/etc/systemd/system/gate.service" 2>&1) || {
+    echo "$out"; exit 1; }
+[ -z "$out" ] || { echo "test-arm64: systemd-analyze verify: $out" >&2; exit 1; }
+$PY tools/rootfs.py run --root "$ROOT" -- /bin/bash -euo pipefail -c '
+cd /src/gate
+make uninstall INSTALL_ARGS="-y --purge"
+for left in /opt/gate /etc/gate /etc/systemd/system/gate.service /usr/local/bin/gatectl; do
+    if [ -e "$left" ] || [ -L "$left" ]; then echo "test-arm64: left behind: $left" >&2; exit 1; fi
+done
+echo "test-arm64: make uninstall --purge left nothing behind"
 '
 echo "test-arm64: passed on $QEMU_CPU; least cosine arm64 vs x86: $(cat "$ROOT$SRC/build/platform/agreement.txt")"

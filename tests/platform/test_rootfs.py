@@ -66,3 +66,30 @@ def test_a_root_resolves_localhost_like_an_installed_debian(tmp_path):
     (tmp_path / "etc" / "hosts").write_text("10.0.0.1 gate\n")  # kept only with localhost
     rootfs.copy_host_files(tmp_path)
     assert "localhost" in (tmp_path / "etc" / "hosts").read_text()
+
+
+def test_a_cached_root_with_other_packages_is_built_again(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / ".complete").write_text(f"arm64 {rootfs.SUITE} python3,make \n")
+    monkeypatch.setattr(rootfs, "binfmt_ready", lambda _arch: "binfmt_misc refused (test)")
+    assert rootfs.build("arm64", root, "python3,make", "http://m") == 0  # the same: reused
+    assert "is ready" in capsys.readouterr().out
+    assert rootfs.build("arm64", root, "python3,make,systemd", "http://m") == rootfs.SKIP
+    assert "built with other packages" in capsys.readouterr().out
+
+
+def test_a_root_with_something_mounted_in_it_is_never_deleted(tmp_path, monkeypatch):
+    root = tmp_path / "r"
+    (root / "proc").mkdir(parents=True)
+    (root / "etc").mkdir()
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"proc {root}/proc proc rw 0 0\n/dev/sda1 /work ext4 rw 0 0\n")
+    assert rootfs.mounted_under(root, mounts) == [f"{root}/proc"]
+    assert rootfs.mounted_under(tmp_path / "other", mounts) == []
+    monkeypatch.setattr(rootfs, "binfmt_ready", lambda _arch: None)
+    monkeypatch.setattr(rootfs.shutil, "which", lambda name: "/usr/sbin/" + name)
+    monkeypatch.setattr(rootfs, "mounted_under", lambda r: [f"{r}/proc"])
+    with pytest.raises(rootfs.RootfsError, match="still mounted"):
+        rootfs.build("arm64", root, "python3", "http://m")
+    assert (root / "etc").is_dir()  # nothing deleted
