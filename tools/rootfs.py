@@ -13,7 +13,8 @@ whatever happens.
 arm64 runs under qemu-user through binfmt_misc. Where the kernel refuses binfmt_misc,
 ``build`` says so in one line and exits 77 (the caller skips). Under qemu-user
 ``/proc/cpuinfo`` shows the x86 host, and TFLite's CPU feature probe then crashes in
-``allocate_tensors()``; ``run`` bind-mounts a Cortex-A76 cpuinfo over it.
+``allocate_tensors()``; ``run`` bind-mounts the emulated core's cpuinfo over it
+(``QEMU_CPU``, a Pi 5's Cortex-A76 by default).
 """
 
 from __future__ import annotations
@@ -30,11 +31,35 @@ SKIP = 77
 SUITE = "bookworm"
 MIRROR_DEFAULT = "http://deb.debian.org/debian"
 #: What a Raspberry Pi 5 (Cortex-A76) reports: enough for the runtimes' feature probe.
-AARCH64_CPUINFO = "".join(
-    f"processor\t: {n}\nBogoMIPS\t: 108.00\n"
-    "Features\t: fp asimd evtstrm crc32 cpuid\nCPU implementer\t: 0x41\n"
-    "CPU architecture: 8\nCPU variant\t: 0x4\nCPU part\t: 0xd0b\nCPU revision\t: 1\n\n"
-    for n in range(4))
+#: The cores an emulated root can be, as their kernels describe them in /proc/cpuinfo
+#: (implementer ARM; variant, part, revision; the Features line). TFLite's CPU probe
+#: (the cpuinfo library) trusts the part number as much as the Features line: XNNPACK
+#: picks its dot-product kernels for a part that has them, so the cpuinfo must name the
+#: core qemu emulates (an A76 cpuinfo over an emulated A72 made every int8 model SIGILL).
+AARCH64_CORES = {
+    # Raspberry Pi 5 (BCM2712)
+    "cortex-a76": ("0x4", "0xd0b", "1", "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics "
+                   "fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"),
+    # Raspberry Pi 4 (BCM2711)
+    "cortex-a72": ("0x0", "0xd08", "3", "fp asimd evtstrm crc32 cpuid"),
+    # Raspberry Pi 3 and Zero 2 W
+    "cortex-a53": ("0x0", "0xd03", "4", "fp asimd evtstrm crc32 cpuid"),
+}
+DEFAULT_CORE = "cortex-a76"
+
+
+def aarch64_cpuinfo(core: str) -> str:
+    """A four-core /proc/cpuinfo for ``core`` (a key of AARCH64_CORES)."""
+    if core not in AARCH64_CORES:
+        raise RootfsError(f"QEMU_CPU={core}: no /proc/cpuinfo known for it; one of "
+                          f"{', '.join(AARCH64_CORES)}")
+    variant, part, revision, features = AARCH64_CORES[core]
+    return "".join(
+        f"processor\t: {n}\nBogoMIPS\t: 108.00\nFeatures\t: {features}\n"
+        f"CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: {variant}\n"
+        f"CPU part\t: {part}\nCPU revision\t: {revision}\n\n" for n in range(4))
+
+
 #: Host files a root needs to reach the registries exactly as the host does.
 HOST_FILES = ("/etc/resolv.conf", "/etc/ssl/certs/ca-certificates.crt", "/etc/pip.conf",
               "/root/.npmrc", "/etc/npmrc", "/usr/etc/npmrc")
@@ -132,7 +157,7 @@ def build(arch: str, root: Path, include: str, mirror: str, apt: str = "") -> in
         copy_host_files(root)
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive",
                "LANG": "C.UTF-8"}
-        with Mounted(root, [], cpuinfo=False):
+        with Mounted(root, [], cpuinfo=None):
             for cmd in (["apt-get", "update", "-qq"],
                         ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
                          *apt.split(",")]):
@@ -149,7 +174,7 @@ def build(arch: str, root: Path, include: str, mirror: str, apt: str = "") -> in
 class Mounted:
     """proc, sys, dev (and an aarch64 cpuinfo) mounted in a root; unmounted on exit."""
 
-    def __init__(self, root: Path, binds: list[tuple[Path, str]], cpuinfo: bool) -> None:
+    def __init__(self, root: Path, binds: list[tuple[Path, str]], cpuinfo: str | None) -> None:
         self.root, self.binds, self.cpuinfo = root, binds, cpuinfo
         self.mounted: list[Path] = []
 
@@ -172,7 +197,7 @@ class Mounted:
             if self.cpuinfo:
                 info = r / "run" / "aarch64-cpuinfo"
                 info.parent.mkdir(parents=True, exist_ok=True)
-                info.write_text(AARCH64_CPUINFO)
+                info.write_text(self.cpuinfo)
                 self._mount(["--bind", str(info)], r / "proc" / "cpuinfo", file=True)
             for host, guest in self.binds:
                 self._mount(["--bind", str(host)], r / guest.lstrip("/"), file=host.is_file())
@@ -213,8 +238,13 @@ def run(root: Path, command: list[str], binds: list[tuple[Path, str]]) -> int:
     env = {"HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb",
            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
     env.update({k: os.environ[k] for k in PASS_ENV if k in os.environ})
-    emulated = arch == "arm64" and os.uname().machine not in ("aarch64", "arm64")
-    with Mounted(root, binds, cpuinfo=emulated):
+    cpuinfo = None
+    if arch == "arm64" and os.uname().machine not in ("aarch64", "arm64"):
+        # qemu's own default core ("max") is no Pi: emulate a Pi 5's unless told otherwise,
+        # and show the same core in /proc/cpuinfo.
+        env["QEMU_CPU"] = env.get("QEMU_CPU") or DEFAULT_CORE
+        cpuinfo = aarch64_cpuinfo(env["QEMU_CPU"])
+    with Mounted(root, binds, cpuinfo=cpuinfo):
         return subprocess.run(["chroot", str(root), *command], env=env,
                               check=False).returncode
 

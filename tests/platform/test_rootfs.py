@@ -32,9 +32,16 @@ def test_the_mirror_is_the_one_apt_uses(tmp_path):
     assert rootfs.host_mirror((tmp_path / "none",)) == rootfs.MIRROR_DEFAULT
 
 
-def test_the_emulated_cpuinfo_describes_an_aarch64_core():
-    info = rootfs.AARCH64_CPUINFO
-    assert "CPU part\t: 0xd0b" in info and "asimd" in info and info.count("processor") == 4
+def test_the_emulated_cpuinfo_names_the_emulated_core():
+    """TFLite's probe picks XNNPACK's dot-product kernels by the part number: an A76
+    cpuinfo over an emulated A72 made every int8 model die with SIGILL (sdot)."""
+    a76 = rootfs.aarch64_cpuinfo("cortex-a76")
+    assert "CPU part\t: 0xd0b" in a76 and " asimddp" in a76 and a76.count("processor") == 4
+    a72 = rootfs.aarch64_cpuinfo("cortex-a72")
+    assert "CPU part\t: 0xd08" in a72 and "asimddp" not in a72 and "atomics" not in a72
+    assert "CPU part\t: 0xd03" in rootfs.aarch64_cpuinfo("cortex-a53")
+    with pytest.raises(rootfs.RootfsError, match="QEMU_CPU=max: no /proc/cpuinfo"):
+        rootfs.aarch64_cpuinfo("max")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
