@@ -28,6 +28,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from sync import jsonsafe
 from sync.errors import ProtocolError, SignedInvalidError
 
 VERSION = 1
@@ -145,8 +146,8 @@ def open_envelope(topic_name: str, payload: bytes,
         raise ProtocolError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     _, _, kind = parse_topic(topic_name)
     try:
-        env = json.loads(payload.decode("utf-8"), parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError):
+        env = jsonsafe.loads(payload, parse_constant=_refuse_constant)
+    except ValueError:  # not UTF-8, not JSON, or nested too deep to parse safely
         raise ProtocolError("payload is not JSON") from None
     if not isinstance(env, dict) or set(env) != {"v", "type", "seq", "ts", "kid", "body",
                                                  "sig"}:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gate.match.atomic import atomic_write
+from sync import jsonsafe
 
 #: What a damaged database can raise besides sqlite3.Error (text that is not UTF-8...).
 DAMAGE = (sqlite3.Error, UnicodeDecodeError, ValueError)
@@ -76,7 +77,7 @@ def read_numbering(path: Path) -> dict[str, int]:
         with open(path, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 return {}
-            data = json.loads(f.read(65536))
+            data = jsonsafe.loads(f.read(65536))
     except (OSError, ValueError):
         return {}
     if not isinstance(data, dict):

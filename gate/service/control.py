@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gate.errors import GateError, ServiceError, ServiceNotRunningError
+from sync import jsonsafe
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class ControlServer:
 
     def _answer(self, conn: socket.socket) -> bytes:
         try:
-            req = json.loads(_read_line(conn))
+            req = jsonsafe.loads(_read_line(conn))
             if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
                 raise ValueError("a request is a JSON object with a string 'cmd'")
             handler = self.handlers.get(req["cmd"])

@@ -154,7 +154,8 @@ def test_control_socket_answers_refuses_garbage_and_keeps_running(tmp_path):
             request(path, "reboot")
         with pytest.raises(ServiceError, match=r"internal error \(see the journal\)"):
             request(path, "boom")
-        for garbage in (b"\xff\xfe\n", b"[1,2]\n", b"{\"cmd\": 5}\n", b"x" * 70000):
+        for garbage in (b"\xff\xfe\n", b"[1,2]\n", b"{\"cmd\": 5}\n", b"x" * 70000,
+                        b"[" * 60000 + b"\n"):
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 s.settimeout(3)
                 s.connect(str(path))
