@@ -99,8 +99,8 @@ class SimulatedLane:
                  entries: EntryLog, report: Callable[[dict[str, Any]], None] | None = None,
                  fps: float | None = None, pace: float = 1.0) -> None:
         self.cfg = cfg
-        # How much slower than real time the host runs the models (emulation: ~100x
-        # slower per frame): the simulator's own waits for the gate stretch by it.
+        # How much slower than a gate the host runs the models (qemu-user: a decision took
+        # 2.2-3.8 s against ~50 ms on x86): the simulator's own waits stretch by it.
         self.pace = pace
         self.factory = idle_mock_factory(cfg.gpio)
         g = cfg.gpio
